@@ -1,0 +1,18 @@
+"""convexlab: where self-supervised speech models keep word and speaker information.
+
+Graph convexity, layer by layer, and pruning at the most convex layer. The public API is
+listed here; every name lives in a small module with one job.
+"""
+
+from convexlab.cache import cache_root
+from convexlab.profiles import PROFILES, Profile, get_profile
+
+# -- data (convexlab.data, convexlab.synth) --
+# -- models (convexlab.models) --
+# -- extraction (convexlab.extract) --
+# -- convexity (convexlab.convexity) --
+# -- pruning, finetuning, timing (convexlab.prune, convexlab.finetune, convexlab.timing) --
+# -- pretraining of miniature models (convexlab.pretrain) --
+# -- plots (convexlab.plots) --
+
+__version__ = "0.1.0"

@@ -1,0 +1,123 @@
+"""Named run presets: one frozen dataclass describes a whole run of the book.
+
+``lite`` is the embedded default (synthetic corpus, miniature models, CPU, no network);
+``paper`` reproduces the paper's setting on Speech Commands v0.02 with the base checkpoints on
+a GPU; ``large`` swaps in the 24-layer checkpoints. Papermill parameters override single
+fields: ``get_profile("paper", device="cuda:1")``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Profile", "PROFILES", "get_profile"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str  # preset name, recorded beside every result
+    corpus: str = "synthetic"  # "synthetic" (generated on the fly) or "speech_commands"
+    data_root: str | None = None  # Speech Commands folder; None: the cache (synthetic) or download target
+    download: bool = False  # allow downloading Speech Commands v0.02 (checksum-verified)
+    models: tuple[str, ...] = ("mini-wav2vec2", "mini-wavlm", "mini-hubert", "mini-ccc-wav2vec2")
+    miniature: bool = True  # True: figures come from miniature models and are labelled as such
+    # synthetic corpus (lite only)
+    n_words: int = 12  # distinct synthetic words
+    n_speakers: int = 24  # distinct synthetic speakers
+    n_repetitions: int = 6  # repetitions of each word by each speaker
+    # tasks and convexity analysis
+    min_utterances: int = 50  # speaker task: keep speakers with at least this many clips
+    n_per_class: int | None = 40  # clips per class for the convexity analysis (None: all)
+    n_neighbors: int = 10  # k of the kNN graph
+    max_pairs: int = 5000  # sampled ordered pairs per class
+    n_bootstrap: int = 20  # bootstrap repeats for the layer-wise intervals
+    # compute
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1", ...
+    dtype: str = "float32"  # extraction/inference dtype: float32, bfloat16, float16
+    batch_size: int = 16  # extraction batch size
+    # finetuning
+    finetune_epochs: float = 3.0  # passes over the training split
+    finetune_batch_size: int = 16
+    learning_rate: float = 5e-4
+    max_train_per_class: int | None = None  # cap training clips per class (None: all)
+    seed: int = 0  # every random choice derives from this seed
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form, recorded but unused by the library
+
+    def replace(self, **overrides: Any) -> "Profile":
+        """A copy with some fields changed; unknown field names raise ``TypeError``."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"Unknown profile field(s) {unknown}; known fields: {sorted(known)}")
+        if "models" in overrides and isinstance(overrides["models"], (list, str)):
+            models = overrides["models"]
+            overrides["models"] = (models,) if isinstance(models, str) else tuple(models)
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["models"] = list(self.models)
+        return data
+
+
+PROFILES: dict[str, Profile] = {
+    "lite": Profile(
+        name="lite",
+        min_utterances=24,
+        n_per_class=None,
+        max_pairs=2000,
+        finetune_epochs=4.0,
+        learning_rate=1e-3,
+    ),
+    "paper": Profile(
+        name="paper",
+        corpus="speech_commands",
+        download=True,
+        models=(
+            "facebook/wav2vec2-base",
+            "microsoft/wavlm-base",
+            "facebook/hubert-base-ls960",
+            "vasista22/ccc-wav2vec2-base",
+        ),
+        miniature=False,
+        n_per_class=200,
+        n_bootstrap=50,
+        device="cuda",
+        dtype="float32",
+        batch_size=64,
+        finetune_epochs=5.0,
+        finetune_batch_size=32,
+        learning_rate=3e-5,
+        seed=42,
+    ),
+    "large": Profile(
+        name="large",
+        corpus="speech_commands",
+        download=True,
+        models=("facebook/wav2vec2-large", "microsoft/wavlm-large", "facebook/hubert-large-ll60k"),
+        miniature=False,
+        n_per_class=200,
+        n_bootstrap=50,
+        device="cuda",
+        batch_size=32,
+        finetune_epochs=5.0,
+        finetune_batch_size=16,
+        learning_rate=2e-5,
+        seed=42,
+    ),
+}
+
+
+def get_profile(name: str | Profile = "lite", **overrides: Any) -> Profile:
+    """The named preset with ``overrides`` applied (``None`` values are ignored)."""
+    if isinstance(name, Profile):
+        profile = name
+    else:
+        try:
+            profile = PROFILES[name]
+        except KeyError:
+            raise ValueError(f"Unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return profile.replace(**overrides) if overrides else profile
