@@ -1,0 +1,444 @@
+"""Self-supervised objectives for the miniature models, one per family.
+
+Each objective is a ``torch.nn.Module`` that owns the family's Hugging Face *base* model (the
+part that is saved and analysed later, reachable as ``objective.encoder``) plus the
+pretraining-only heads, and maps a batch of waveforms ``(B, S)`` to a scalar loss:
+
+- **wav2vec 2.0** (Baevski et al. 2020, arXiv 2006.11477): contrastive loss between the
+  transformer output at masked frames and Gumbel-quantised targets, against distractors from
+  other masked frames of the same utterance, plus the codebook diversity loss. Computed by
+  ``transformers.Wav2Vec2ForPreTraining`` itself, with the mask and distractors drawn by
+  HF's ``_compute_mask_indices`` and ``_sample_negative_indices``.
+- **ccc-wav2vec 2.0** (Lodagala, Ghosh & Umesh 2023, arXiv 2210.02592): the same contrastive
+  loss, but distractors that fall in the positive's k-means cluster (cosine k-means on the
+  quantised targets of the batch, ``masked frames per utterance // cluster_factor`` clusters)
+  have their similarity scaled by ``scale_factor``; plus the cross-contrastive losses between
+  the original utterance and an augmented copy (context of one against the quantised targets of
+  the other, weights 1, 0.5, 0.5 as in the authors' base config). Simplification: the
+  augmentation is white noise and a synthetic reverb (the authors also add MUSAN noise, which
+  is not available offline).
+- **HuBERT** (Hsu et al. 2021, arXiv 2106.07447): masked prediction of frame-level k-means
+  cluster ids; first iteration, i.e. clusters of MFCC + delta + delta-delta features (see
+  :func:`mfcc_cluster_targets`). Logits are cosine similarities between a projection of the
+  transformer output and learned cluster embeddings, over a temperature 0.1; the loss is on
+  masked frames only. Masking uses ``HubertModel``'s own ``mask_time_indices`` argument.
+- **WavLM** (Chen et al. 2022, arXiv 2110.13900): the HuBERT objective on ``WavLMModel`` with
+  utterance mixing: with some probability, a random crop (at most half the length) of another
+  utterance of the batch is added at an energy ratio drawn from [-5, 5] dB; the targets stay
+  those of the primary utterance, so the model learns to attend to the main speaker.
+
+All losses are normalised per masked frame so that their scale does not depend on batch size.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2ForPreTraining, WavLMConfig, WavLMModel
+from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
+
+__all__ = [
+    "ObjectiveOutput",
+    "ContrastiveObjective",
+    "ClusterContrastiveObjective",
+    "MaskedPredictionObjective",
+    "mfcc_cluster_targets",
+    "mix_utterances",
+    "sample_time_mask",
+]
+
+
+@dataclass
+class ObjectiveOutput:
+    loss: torch.Tensor  # scalar loss to minimise (per masked frame)
+    parts: dict[str, float] = field(default_factory=dict)  # named components, for the training log
+
+
+def sample_time_mask(
+    batch_size: int, n_frames: int, *, mask_prob: float, mask_length: int, min_masks: int = 2
+) -> torch.Tensor:
+    """Span mask over model frames, as wav2vec 2.0/HuBERT draw it: bool ``(batch_size, n_frames)``.
+
+    ``mask_prob * n_frames / mask_length`` span starts per utterance (spans may overlap), drawn
+    with NumPy's global generator by HF's ``_compute_mask_indices``; seed it for reproducibility.
+    """
+    if not 0.0 < mask_prob <= 1.0:
+        raise ValueError(f"mask_prob must be in (0, 1], got {mask_prob}; typical values are 0.5-0.8.")
+    if mask_length >= n_frames:
+        raise ValueError(
+            f"mask_length={mask_length} is not shorter than the {n_frames} model frames of a clip; "
+            "use a shorter mask_length."
+        )
+    mask = _compute_mask_indices((batch_size, n_frames), mask_prob=mask_prob, mask_length=mask_length, min_masks=min_masks)
+    return torch.from_numpy(mask)
+
+
+def _scalar(value: torch.Tensor | float) -> float:
+    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+
+
+def _frames_per_clip(model: nn.Module, n_samples: int) -> int:
+    return int(model._get_feat_extract_output_lengths(torch.tensor(n_samples)).item())
+
+
+class ContrastiveObjective(nn.Module):
+    """wav2vec 2.0's objective, computed by ``Wav2Vec2ForPreTraining``.
+
+    The Gumbel temperature decays geometrically from ``gumbel_start`` to ``gumbel_end`` over the
+    run (wav2vec 2.0 decays 2 -> 0.5 over its first ~280k updates).
+    """
+
+    def __init__(
+        self,
+        config: Wav2Vec2Config,
+        *,
+        mask_prob: float = 0.65,
+        mask_length: int = 10,
+        num_negatives: int = 100,
+        codevector_dim: int = 256,
+        num_codevector_groups: int = 2,
+        num_codevectors_per_group: int = 320,
+        diversity_weight: float = 0.1,
+        logits_temperature: float = 0.1,
+        gumbel_start: float = 2.0,
+        gumbel_end: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if codevector_dim % num_codevector_groups:
+            raise ValueError(
+                f"codevector_dim={codevector_dim} must be divisible by num_codevector_groups={num_codevector_groups}."
+            )
+        config = copy.deepcopy(config)
+        # pretraining-only fields: they size the quantiser and projection heads, not the encoder
+        config.num_negatives = num_negatives
+        config.codevector_dim = codevector_dim
+        config.proj_codevector_dim = codevector_dim
+        config.num_codevector_groups = num_codevector_groups
+        config.num_codevectors_per_group = num_codevectors_per_group
+        config.diversity_loss_weight = diversity_weight
+        config.contrastive_logits_temperature = logits_temperature
+        self.model = Wav2Vec2ForPreTraining(config)
+        self.mask_prob = mask_prob
+        self.mask_length = mask_length
+        self.num_negatives = num_negatives
+        self.gumbel_start = gumbel_start
+        self.gumbel_end = gumbel_end
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The ``Wav2Vec2Model`` being pretrained (what gets saved)."""
+        return self.model.wav2vec2
+
+    def gumbel_temperature(self, progress: float) -> float:
+        return self.gumbel_start * (self.gumbel_end / self.gumbel_start) ** min(max(progress, 0.0), 1.0)
+
+    def _mask_and_negatives(self, waveforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch_size, n_samples = waveforms.shape
+        n_frames = _frames_per_clip(self.model, n_samples)
+        mask = sample_time_mask(batch_size, n_frames, mask_prob=self.mask_prob, mask_length=self.mask_length)
+        negatives = _sample_negative_indices((batch_size, n_frames), self.num_negatives, mask_time_indices=mask.numpy())
+        return mask.to(waveforms.device), torch.from_numpy(negatives).long().to(waveforms.device)
+
+    def _diversity(self, perplexity: torch.Tensor) -> torch.Tensor:
+        n_codevectors = self.model.config.num_codevectors_per_group * self.model.config.num_codevector_groups
+        return (n_codevectors - perplexity) / n_codevectors
+
+    def forward(self, waveforms: torch.Tensor, *, progress: float = 0.0) -> ObjectiveOutput:
+        """``waveforms``: float ``(B, S)``; ``progress``: fraction of the run done, in [0, 1]."""
+        self.model.set_gumbel_temperature(self.gumbel_temperature(progress))
+        mask, negatives = self._mask_and_negatives(waveforms)
+        out = self.model(waveforms, mask_time_indices=mask, sampled_negative_indices=negatives)
+        n_masked = mask.sum()
+        return ObjectiveOutput(
+            loss=out.loss / n_masked,
+            parts={
+                "contrastive": _scalar(out.contrastive_loss / n_masked),
+                "diversity": _scalar(self._diversity(out.codevector_perplexity)),
+                "perplexity": _scalar(out.codevector_perplexity),
+            },
+        )
+
+
+def cosine_kmeans(points: torch.Tensor, n_clusters: int, *, n_iter: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Cluster ids ``(N,)`` of unit vectors ``points`` ``(N, D)`` by spherical k-means."""
+    n_clusters = min(n_clusters, points.shape[0])
+    start = torch.randperm(points.shape[0], generator=generator)[:n_clusters].to(points.device)
+    centroids = points[start].clone()
+    for _ in range(n_iter):
+        assignment = (points @ centroids.T).argmax(dim=1)
+        summed = torch.zeros_like(centroids).index_add_(0, assignment, points)
+        # an emptied cluster keeps its old centroid rather than collapsing to zero
+        centroids = torch.where(summed.norm(dim=1, keepdim=True) > 0, F.normalize(summed, dim=1), centroids)
+    return (points @ centroids.T).argmax(dim=1)
+
+
+def contrastive_loss_sum(
+    predicted: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    negative_indices: torch.Tensor,
+    *,
+    temperature: float,
+    same_cluster: torch.Tensor | None = None,
+    scale_factor: float = 1.0,
+) -> torch.Tensor:
+    """Summed InfoNCE loss over masked frames, with optional down-weighting of distractors.
+
+    ``predicted``, ``targets``: ``(B, T, P)`` projected context and quantised vectors;
+    ``mask``: bool ``(B, T)``; ``negative_indices``: ``(B, T, K)`` flat indices into ``B*T``;
+    ``same_cluster``: bool ``(B, T, K)``, distractors whose logit is multiplied by
+    ``scale_factor`` (ccc-wav2vec 2.0). A distractor identical to the positive is ignored.
+    """
+    batch_size, n_frames, dim = targets.shape
+    negatives = targets.reshape(-1, dim)[negative_indices.reshape(-1)].view(batch_size, n_frames, -1, dim)
+    candidates = torch.cat([targets.unsqueeze(2), negatives], dim=2)  # (B, T, 1+K, P)
+    logits = F.cosine_similarity(predicted.unsqueeze(2).float(), candidates.float(), dim=-1) / temperature
+    distractor_logits = logits[..., 1:]
+    if same_cluster is not None:
+        distractor_logits = torch.where(same_cluster, distractor_logits * scale_factor, distractor_logits)
+    neg_is_pos = (negatives == targets.unsqueeze(2)).all(-1)
+    distractor_logits = distractor_logits.masked_fill(neg_is_pos, float("-inf"))
+    logits = torch.cat([logits[..., :1], distractor_logits], dim=-1)[mask]  # (n_masked, 1+K)
+    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device), reduction="sum")
+
+
+def augment_for_cross_contrast(waveforms: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """An augmented copy ``(B, S)``: white noise (p=0.6, 5-30 dB SNR) and a synthetic reverb (p=0.7).
+
+    Stands in for the ccc-wav2vec 2.0 chain (noise, reverb, MUSAN background noise).
+    """
+    batch_size, n_samples = waveforms.shape
+    out = waveforms.clone()
+    power = waveforms.pow(2).mean(dim=1, keepdim=True).clamp_min(1e-8)
+    snr_db = 5 + 25 * torch.rand(batch_size, 1, generator=generator)
+    noise = torch.randn(waveforms.shape, generator=generator) * torch.sqrt(power / 10 ** (snr_db / 10))
+    add_noise = torch.rand(batch_size, 1, generator=generator) < 0.6
+    out = torch.where(add_noise.to(out.device), out + noise.to(out.device), out)
+    # reverb: an exponentially decaying noise impulse response, RT60 of 0.1-0.5 s
+    ir_len = 4000
+    t = torch.arange(ir_len) / 16000
+    rt60 = 0.1 + 0.4 * torch.rand(batch_size, 1, generator=generator)
+    ir = torch.randn(batch_size, ir_len, generator=generator) * torch.exp(-6.9 * t / rt60)
+    ir[:, 0] = 1.0
+    ir = ir / ir.norm(dim=1, keepdim=True)
+    n_fft = 1 << math.ceil(math.log2(n_samples + ir_len))
+    wet = torch.fft.irfft(torch.fft.rfft(out.cpu(), n_fft) * torch.fft.rfft(ir, n_fft), n_fft)[:, :n_samples].to(out.device)
+    wet = wet * (out.norm(dim=1, keepdim=True) / wet.norm(dim=1, keepdim=True).clamp_min(1e-8))
+    add_reverb = torch.rand(batch_size, 1, generator=generator) < 0.7
+    return torch.where(add_reverb.to(out.device), wet, out)
+
+
+class ClusterContrastiveObjective(ContrastiveObjective):
+    """ccc-wav2vec 2.0: clustering-aided contrastive loss plus cross-contrastive losses.
+
+    ``cross_weight`` weighs each of the two cross terms (0 switches the augmentation off and
+    halves the cost); ``cluster_factor`` and ``scale_factor`` are the authors' (16, 0.3).
+    """
+
+    def __init__(
+        self,
+        config: Wav2Vec2Config,
+        *,
+        cluster_factor: int = 16,
+        scale_factor: float = 0.3,
+        cross_weight: float = 0.5,
+        kmeans_iterations: int = 10,
+        **contrastive_kwargs,
+    ) -> None:
+        super().__init__(config, **contrastive_kwargs)
+        self.cluster_factor = cluster_factor
+        self.scale_factor = scale_factor
+        self.cross_weight = cross_weight
+        self.kmeans_iterations = kmeans_iterations
+        self.generator = torch.Generator().manual_seed(0)
+
+    def _same_cluster(self, targets: list[torch.Tensor], mask: torch.Tensor, negatives: torch.Tensor) -> list[torch.Tensor]:
+        """For each view's targets ``(B, T, P)``: bool ``(B, T, K)``, distractor in the positive's cluster."""
+        with torch.no_grad():
+            masked_per_utterance = int(mask.sum(dim=1).min())
+            n_clusters = max(2, masked_per_utterance // self.cluster_factor)
+            # like the authors, the masked targets of both views are clustered together
+            points = torch.cat([F.normalize(t[mask].float(), dim=-1) for t in targets])
+            ids = cosine_kmeans(points, n_clusters, n_iter=self.kmeans_iterations, generator=self.generator)
+            result = []
+            for view_ids in ids.split(int(mask.sum())):
+                frame_ids = torch.full(mask.shape, -1, dtype=torch.long, device=mask.device)
+                frame_ids[mask] = view_ids
+                result.append(frame_ids.unsqueeze(-1) == frame_ids.reshape(-1)[negatives])
+            return result
+
+    def forward(self, waveforms: torch.Tensor, *, progress: float = 0.0) -> ObjectiveOutput:
+        self.model.set_gumbel_temperature(self.gumbel_temperature(progress))
+        mask, negatives = self._mask_and_negatives(waveforms)
+        temperature = self.model.config.contrastive_logits_temperature
+        views = [self.model(waveforms, mask_time_indices=mask)]
+        if self.cross_weight > 0:
+            augmented = augment_for_cross_contrast(waveforms.detach(), generator=self.generator)
+            views.append(self.model(augmented, mask_time_indices=mask))
+        same_cluster = self._same_cluster([v.projected_quantized_states for v in views], mask, negatives)
+        original = views[0]
+        loss_kwargs = dict(temperature=temperature, scale_factor=self.scale_factor)
+        contrastive = contrastive_loss_sum(
+            original.projected_states, original.projected_quantized_states, mask, negatives,
+            same_cluster=same_cluster[0], **loss_kwargs,
+        )
+        cross = torch.zeros((), device=waveforms.device)
+        if self.cross_weight > 0:
+            augmented_view = views[1]
+            cross = contrastive_loss_sum(  # context of the original against the augmentation's targets
+                original.projected_states, augmented_view.projected_quantized_states, mask, negatives,
+                same_cluster=same_cluster[1], **loss_kwargs,
+            ) + contrastive_loss_sum(  # and the other way round
+                augmented_view.projected_states, original.projected_quantized_states, mask, negatives,
+                same_cluster=same_cluster[0], **loss_kwargs,
+            )
+        n_masked = mask.sum()
+        diversity = self._diversity(original.codevector_perplexity)
+        loss = (contrastive + self.cross_weight * cross) / n_masked + self.model.config.diversity_loss_weight * diversity
+        return ObjectiveOutput(
+            loss=loss,
+            parts={
+                "contrastive": _scalar(contrastive / n_masked),
+                "cross_contrastive": _scalar(cross / n_masked),
+                "diversity": _scalar(diversity),
+                "perplexity": _scalar(original.codevector_perplexity),
+            },
+        )
+
+
+def mfcc_cluster_targets(
+    waveforms: np.ndarray,
+    *,
+    n_frames: int,
+    n_clusters: int = 50,
+    seed: int = 0,
+    sample_rate: int = 16_000,
+) -> np.ndarray:
+    """HuBERT's first-iteration targets: k-means ids of MFCC+deltas, int64 ``(N, n_frames)``.
+
+    ``waveforms``: float32 ``(N, S)``. Kaldi MFCCs (13 coefficients, 25 ms window) are taken
+    with a 20 ms shift, so that frame ``t`` lines up with the model's 20 ms frame ``t``;
+    delta and delta-delta features are appended (39 dims), each dimension is standardised over
+    the corpus, and MiniBatchKMeans fits ``n_clusters`` centroids.
+    """
+    import torchaudio
+    from sklearn.cluster import MiniBatchKMeans
+
+    if waveforms.ndim != 2:
+        raise ValueError(f"waveforms must be (N, samples), got shape {waveforms.shape}.")
+    features = []
+    for wav in torch.from_numpy(np.asarray(waveforms, dtype=np.float32)):
+        mfcc = torchaudio.compliance.kaldi.mfcc(
+            wav[None], sample_frequency=sample_rate, frame_shift=20.0, frame_length=25.0, use_energy=False, dither=0.0
+        )  # (frames, 13)
+        deltas = torchaudio.functional.compute_deltas(mfcc.T)
+        delta_deltas = torchaudio.functional.compute_deltas(deltas)
+        frames = torch.cat([mfcc.T, deltas, delta_deltas]).T  # (frames, 39)
+        if len(frames) < n_frames:  # pad by repeating the last frame (conv and MFCC edges differ by <= 1 frame)
+            frames = torch.cat([frames, frames[-1:].expand(n_frames - len(frames), -1)])
+        features.append(frames[:n_frames].numpy())
+    stacked = np.stack(features)  # (N, n_frames, 39)
+    flat = stacked.reshape(-1, stacked.shape[-1])
+    flat = (flat - flat.mean(0)) / (flat.std(0) + 1e-6)
+    kmeans = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, batch_size=4096, n_init=3)
+    return kmeans.fit_predict(flat).reshape(len(waveforms), n_frames).astype(np.int64)
+
+
+def mix_utterances(
+    waveforms: torch.Tensor,
+    *,
+    probability: float,
+    max_fraction: float = 0.5,
+    energy_ratio_db: tuple[float, float] = (-5.0, 5.0),
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """WavLM's utterance mixing on a batch ``(B, S)``; returns the mixed batch ``(B, S)``.
+
+    With ``probability`` per utterance, a crop of another utterance of the batch (length up to
+    ``max_fraction`` of the clip) is added at a random position, scaled so that the primary
+    utterance's energy over that region exceeds the secondary's by a ratio drawn uniformly from
+    ``energy_ratio_db``.
+    """
+    batch_size, n_samples = waveforms.shape
+    if batch_size < 2 or probability <= 0:
+        return waveforms
+    mixed = waveforms.clone()
+    chosen = torch.rand(batch_size, generator=generator) < probability
+    for i in torch.nonzero(chosen).flatten().tolist():
+        other = (i + 1 + int(torch.randint(batch_size - 1, (1,), generator=generator))) % batch_size
+        length = int(torch.randint(n_samples // 10, int(n_samples * max_fraction) + 1, (1,), generator=generator))
+        src = int(torch.randint(n_samples - length + 1, (1,), generator=generator))
+        dst = int(torch.randint(n_samples - length + 1, (1,), generator=generator))
+        segment = waveforms[other, src : src + length]
+        ratio_db = energy_ratio_db[0] + (energy_ratio_db[1] - energy_ratio_db[0]) * float(torch.rand(1, generator=generator))
+        primary_energy = waveforms[i, dst : dst + length].pow(2).sum().clamp_min(1e-8)
+        secondary_energy = segment.pow(2).sum().clamp_min(1e-8)
+        scale = torch.sqrt(primary_energy / (secondary_energy * 10 ** (ratio_db / 10)))
+        mixed[i, dst : dst + length] += scale * segment
+    return mixed
+
+
+class MaskedPredictionObjective(nn.Module):
+    """HuBERT's masked prediction of cluster ids (with WavLM's utterance mixing if ``mix_probability > 0``).
+
+    ``config``: a ``HubertConfig`` or ``WavLMConfig``. Targets come with each batch as int64
+    ``(B, T)`` cluster ids of the *clean* primary utterances.
+    """
+
+    def __init__(
+        self,
+        config: HubertConfig | WavLMConfig,
+        *,
+        n_clusters: int,
+        mask_prob: float = 0.8,
+        mask_length: int = 10,
+        projection_dim: int = 256,
+        logits_temperature: float = 0.1,
+        mix_probability: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        config = copy.deepcopy(config)
+        if config.mask_time_prob <= 0:
+            # the encoder owns its mask embedding only when SpecAugment is configured on
+            config.mask_time_prob = 0.05
+        self.model = WavLMModel(config) if isinstance(config, WavLMConfig) else HubertModel(config)
+        self.projection = nn.Linear(config.hidden_size, projection_dim)
+        self.cluster_embeddings = nn.Parameter(torch.randn(n_clusters, projection_dim) / math.sqrt(projection_dim))
+        self.n_clusters = n_clusters
+        self.mask_prob = mask_prob
+        self.mask_length = mask_length
+        self.logits_temperature = logits_temperature
+        self.mix_probability = mix_probability
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The ``HubertModel`` or ``WavLMModel`` being pretrained (what gets saved)."""
+        return self.model
+
+    def forward(self, waveforms: torch.Tensor, *, targets: torch.Tensor, progress: float = 0.0) -> ObjectiveOutput:
+        """``waveforms``: float ``(B, S)``; ``targets``: int64 ``(B, T)`` cluster ids."""
+        batch_size, n_samples = waveforms.shape
+        n_frames = _frames_per_clip(self.model, n_samples)
+        if targets.shape != (batch_size, n_frames):
+            raise ValueError(
+                f"targets have shape {tuple(targets.shape)} but the model makes {n_frames} frames per clip; "
+                "compute them with mfcc_cluster_targets(..., n_frames=...)."
+            )
+        if self.mix_probability > 0:
+            waveforms = mix_utterances(waveforms, probability=self.mix_probability, generator=self.generator)
+        mask = sample_time_mask(batch_size, n_frames, mask_prob=self.mask_prob, mask_length=self.mask_length).to(waveforms.device)
+        hidden = self.model(waveforms, mask_time_indices=mask).last_hidden_state  # (B, T, H)
+        projected = F.normalize(self.projection(hidden[mask]), dim=-1)  # (n_masked, P)
+        logits = projected @ F.normalize(self.cluster_embeddings, dim=-1).T / self.logits_temperature
+        masked_targets = targets[mask]
+        loss = F.cross_entropy(logits, masked_targets)
+        accuracy = float((logits.argmax(-1) == masked_targets).float().mean())
+        return ObjectiveOutput(loss=loss, parts={"masked_prediction": _scalar(loss), "accuracy": accuracy})
