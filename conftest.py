@@ -1,0 +1,53 @@
+"""nbval collection of the book's chapters.
+
+``pytest --nbval book`` validates every Jupytext chapter in ``book/``: nbval re-executes the
+chapter's executed notebook (``_build/executed/<profile>/<chapter>.ipynb``, written by
+``python -m convexlab.book run``) and compares each cell's output with the stored one, after the
+substitutions in ``tests/nbval_sanitize.cfg`` (timings, addresses, devices). A chapter that has
+not been executed yet, or whose source is newer than its executed notebook, is executed first.
+Cells tagged ``nbval-ignore-output`` (timings, hardware) are run but not compared.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+SANITIZE = ROOT / "tests" / "nbval_sanitize.cfg"
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+def _is_chapter(path: Path) -> bool:
+    if path.suffix != ".md" or path.parent != ROOT / "book":
+        return False
+    with open(path) as handle:
+        return "jupytext:" in handle.read(400)
+
+
+def pytest_configure(config):
+    option = config.option
+    if getattr(option, "nbval", False) or getattr(option, "nbval_lax", False):
+        if not getattr(option, "nbval_sanitize_with", None):
+            option.nbval_sanitize_with = str(SANITIZE)
+        option.nbval_current_env = True
+
+
+def pytest_collect_file(file_path, parent):
+    option = parent.config.option
+    if not (getattr(option, "nbval", False) or getattr(option, "nbval_lax", False)):
+        return None
+    path = Path(file_path)
+    if not _is_chapter(path):
+        return None
+    from nbval.plugin import IPyNbFile
+
+    from convexlab.book import executed_dir, run_chapter
+
+    profile = os.environ.get("CONVEXLAB_NBVAL_PROFILE", "lite")
+    executed = executed_dir(profile, ROOT) / f"{path.stem}.ipynb"
+    if not executed.is_file() or executed.stat().st_mtime < path.stat().st_mtime:
+        run_chapter(path.stem, profile=profile, root=ROOT)
+    return IPyNbFile.from_parent(parent, path=executed)

@@ -1,0 +1,398 @@
+"""The book pipeline: execute chapters with papermill for a profile, then build the HTML book.
+
+Chapters are Jupytext MyST markdown files in ``book/``, each with a cell tagged ``parameters``
+right after its title. For a named profile this module
+
+1. prepares what every chapter needs and would otherwise compute on first use (the synthetic
+   corpus and the pretrained miniature models of the lite profile), so that no single chapter
+   pays for it;
+2. executes each chapter with papermill, injecting ``profile=<name>`` plus any overrides, into
+   ``_build/executed/<profile>/<chapter>.ipynb`` (with a ``timings.json`` beside them);
+3. stages the executed notebooks beside ``_toc.yml`` in ``_build/stage/<profile>/`` and builds HTML
+   with Jupyter Book, execution off, warnings as errors (``-W -n --keep-going``), with MathJax served
+   from the book itself (no CDN).
+
+The same runner is a CLI::
+
+    python -m convexlab.book run   --profile lite [--chapter layers ...] [-p models '["mini-hubert"]']
+    python -m convexlab.book html  --profile lite
+    python -m convexlab.book build --profile lite     # run + html
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import yaml
+
+from convexlab.cache import cache_path, save_json
+
+__all__ = [
+    "ChapterRun",
+    "book_root",
+    "chapter_names",
+    "run_chapter",
+    "run_book",
+    "prepare_profile",
+    "stage_book",
+    "build_html",
+    "build_book",
+]
+
+MATHJAX_VERSION = "3.2.2"  # npm package "mathjax"; its es5/ folder is the browser build
+
+
+@dataclass
+class ChapterRun:
+    """One executed chapter."""
+
+    chapter: str  # chapter name, e.g. "layers" (the file book/layers.md)
+    profile: str  # profile the chapter ran with
+    notebook: Path  # executed notebook (_build/executed/<profile>/<chapter>.ipynb)
+    seconds: float  # wall time of the execution
+    parameters: dict[str, Any] = field(default_factory=dict)  # parameters papermill injected
+
+
+def book_root(root: str | os.PathLike | None = None) -> Path:
+    """The folder holding ``_toc.yml`` (``$CONVEXLAB_BOOK_ROOT``, the checkout, or the cwd)."""
+    candidates = [root, os.environ.get("CONVEXLAB_BOOK_ROOT"), Path(__file__).resolve().parent.parent, Path.cwd()]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "_toc.yml").is_file():
+            return Path(candidate).resolve()
+    raise FileNotFoundError(
+        "Cannot find the book (a folder with _toc.yml). Run from the convexlab checkout or set "
+        "CONVEXLAB_BOOK_ROOT to it."
+    )
+
+
+def _toc_files(toc: dict) -> list[str]:
+    files = [toc["root"]]
+
+    def walk(node: dict) -> None:
+        for part in node.get("parts", []):
+            walk(part)
+        for entry in node.get("chapters", []) + node.get("sections", []):
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry)
+
+    walk(toc)
+    return files
+
+
+def chapter_names(root: str | os.PathLike | None = None) -> list[str]:
+    """Chapter names in ``_toc.yml`` order, e.g. ``["intro", "data", ...]``."""
+    root = book_root(root)
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    return [Path(entry).name for entry in _toc_files(toc)]
+
+
+def _chapter_source(root: Path, chapter: str) -> Path:
+    path = root / "book" / f"{Path(chapter).stem}.md"
+    if not path.is_file():
+        raise FileNotFoundError(f"No chapter {chapter!r}: {path} does not exist. Chapters: {chapter_names(root)}")
+    return path
+
+
+def executed_dir(profile: str, root: str | os.PathLike | None = None) -> Path:
+    """Where executed notebooks of ``profile`` are written: ``_build/executed/<profile>/``."""
+    return book_root(root) / "_build" / "executed" / profile
+
+
+def _kernel_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # Progress bars go to stderr and differ between runs: keep the executed notebooks clean.
+    env.setdefault("TQDM_DISABLE", "1")
+    env.setdefault("PYTHONHASHSEED", "0")
+    env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    return env
+
+
+def run_chapter(
+    chapter: str,
+    *,
+    profile: str = "lite",
+    parameters: dict[str, Any] | None = None,
+    root: str | os.PathLike | None = None,
+    output_dir: str | os.PathLike | None = None,
+    kernel_name: str = "python3",
+    timeout: int | None = 1800,
+) -> ChapterRun:
+    """Execute one chapter with papermill and write the executed notebook.
+
+    ``parameters`` override the chapter's ``parameters`` cell (``profile`` is always injected).
+    Raises ``papermill.PapermillExecutionError`` naming the failing cell when a cell fails; the
+    partly executed notebook is still written, to the same place, for inspection.
+    """
+    import jupytext
+    import papermill
+
+    root = book_root(root)
+    source = _chapter_source(root, chapter)
+    out_dir = Path(output_dir) if output_dir else executed_dir(profile, root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{source.stem}.ipynb"
+    params = {"profile": profile, **(parameters or {})}
+
+    notebook = jupytext.read(source)
+    if not any("parameters" in cell.metadata.get("tags", []) for cell in notebook.cells):
+        raise ValueError(f"{source} has no cell tagged 'parameters'; add one right after the title.")
+    with tempfile.TemporaryDirectory() as tmp:
+        unexecuted = Path(tmp) / f"{source.stem}.ipynb"
+        jupytext.write(notebook, unexecuted)
+        start = time.perf_counter()
+        saved_env = dict(os.environ)
+        os.environ.update(_kernel_env())
+        try:
+            papermill.execute_notebook(
+                str(unexecuted),
+                str(target),
+                parameters=params,
+                kernel_name=kernel_name,
+                cwd=str(source.parent),
+                progress_bar=False,
+                execution_timeout=timeout,
+                language="python",
+            )
+        finally:
+            os.environ.clear()
+            os.environ.update(saved_env)
+        seconds = time.perf_counter() - start
+    run = ChapterRun(chapter=source.stem, profile=profile, notebook=target, seconds=seconds, parameters=params)
+    _record_timing(out_dir, run)
+    return run
+
+
+def _record_timing(out_dir: Path, run: ChapterRun) -> None:
+    timings_file = out_dir / "timings.json"
+    timings = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
+    timings[run.chapter] = {"seconds": round(run.seconds, 2), "parameters": run.parameters}
+    save_json(timings_file, timings)
+
+
+def prepare_profile(profile: str = "lite", *, parameters: dict[str, Any] | None = None) -> float:
+    """Compute once what all chapters share (corpus, pretrained miniatures); returns seconds.
+
+    Every chapter would do this itself on first use; doing it up front keeps each chapter's
+    execution time about the chapter's own work.
+    """
+    from convexlab.profiles import get_profile
+
+    start = time.perf_counter()
+    overrides = {k: v for k, v in (parameters or {}).items() if k in {f.name for f in dataclasses.fields(get_profile())}}
+    prof = get_profile(profile, **overrides)
+    try:
+        from convexlab.data import corpus_root
+    except ImportError:  # the data module predates this function in some checkouts
+        corpus_root = None
+    if corpus_root is not None and (prof.corpus == "synthetic" or prof.data_root or not prof.download):
+        print(f"[prepare] corpus for profile {prof.name!r} ...", flush=True)
+        corpus_root(prof)
+    if prof.miniature:
+        try:
+            from convexlab.models import FAMILIES
+            from convexlab.pretrain import ensure_pretrained
+        except ImportError:
+            ensure_pretrained = None
+        if ensure_pretrained is not None:
+            for family in FAMILIES:
+                if any(FAMILIES[family].miniature_name == name for name in prof.models):
+                    print(f"[prepare] pretrained miniature {family!r} ...", flush=True)
+                    ensure_pretrained(family, seed=prof.seed)
+    return time.perf_counter() - start
+
+
+def run_book(
+    *,
+    profile: str = "lite",
+    chapters: Sequence[str] | None = None,
+    parameters: dict[str, Any] | None = None,
+    root: str | os.PathLike | None = None,
+    prepare: bool = True,
+) -> list[ChapterRun]:
+    """Execute ``chapters`` (default: all of ``_toc.yml``) for ``profile``; prints each time."""
+    root = book_root(root)
+    names = list(chapters) if chapters else chapter_names(root)
+    if prepare:
+        seconds = prepare_profile(profile, parameters=parameters)
+        print(f"[prepare] done in {seconds:.1f} s", flush=True)
+        out_dir = executed_dir(profile, root)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _record_timing(out_dir, ChapterRun("_prepare", profile, out_dir, seconds, {}))
+    runs = []
+    for name in names:
+        print(f"[run] {name} (profile {profile}) ...", flush=True)
+        run = run_chapter(name, profile=profile, parameters=parameters, root=root)
+        print(f"[run] {name}: {run.seconds:.1f} s -> {run.notebook}", flush=True)
+        runs.append(run)
+    return runs
+
+
+def ensure_mathjax(target: Path) -> Path:
+    """Put MathJax's browser build into ``target`` (from the npm package, cached); returns it.
+
+    The rendered book must typeset math offline, so MathJax is served from the book's own
+    ``_static`` folder instead of a CDN. The npm package is fetched once with ``npm pack`` and
+    kept in the convexlab cache; nothing is committed.
+    """
+    cached = cache_path("mathjax", MATHJAX_VERSION)
+    if not (cached / "tex-chtml.js").is_file():
+        npm = shutil.which("npm")
+        if npm is None:
+            raise RuntimeError(
+                "MathJax is needed to render the book's math offline and is taken from the npm package "
+                f"'mathjax@{MATHJAX_VERSION}', but `npm` is not installed. Install Node.js/npm "
+                "(Debian: apt-get install npm) or put MathJax's es5/ folder at " + str(cached)
+            )
+        with tempfile.TemporaryDirectory() as tmp:
+            result = subprocess.run(
+                [npm, "pack", f"mathjax@{MATHJAX_VERSION}", "--silent"],
+                cwd=tmp, capture_output=True, text=True, timeout=300,
+            )
+            if result.returncode != 0:
+                raise RuntimeError(f"`npm pack mathjax@{MATHJAX_VERSION}` failed:\n{result.stderr}")
+            tarball = next(Path(tmp).glob("mathjax-*.tgz"))
+            with tarfile.open(tarball) as archive:
+                members = [m for m in archive.getmembers() if m.name.startswith("package/es5/")]
+                archive.extractall(tmp, members=members, filter="data")
+            staging = Path(tmp) / "package" / "es5"
+            if cached.exists():
+                shutil.rmtree(cached)
+            shutil.copytree(staging, cached)
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(cached, target)
+    return target
+
+
+def stage_book(profile: str = "lite", *, root: str | os.PathLike | None = None) -> Path:
+    """Copy the book's config and the executed notebooks into ``_build/stage/<profile>/``."""
+    root = book_root(root)
+    executed = executed_dir(profile, root)
+    names = chapter_names(root)
+    missing = [n for n in names if not (executed / f"{n}.ipynb").is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"Chapters {missing} have not been executed for profile {profile!r} (looked in {executed}). "
+            f"Run `python -m convexlab.book run --profile {profile}` first."
+        )
+    stage = root / "_build" / "stage" / profile
+    if stage.exists():
+        shutil.rmtree(stage)
+    (stage / "book").mkdir(parents=True)
+    shutil.copy2(root / "_config.yml", stage / "_config.yml")
+    shutil.copy2(root / "_toc.yml", stage / "_toc.yml")
+    for item in (root / "book").iterdir():
+        if item.suffix == ".md":
+            continue  # the executed notebook stands in for the chapter source
+        if item.is_dir():
+            shutil.copytree(item, stage / "book" / item.name)
+        else:
+            shutil.copy2(item, stage / "book" / item.name)
+    for name in names:
+        shutil.copy2(executed / f"{name}.ipynb", stage / "book" / f"{name}.ipynb")
+    ensure_mathjax(stage / "_mathjax" / "mathjax")
+    return stage
+
+
+def _jupyter_book_executable() -> str:
+    beside_python = Path(sys.executable).parent / "jupyter-book"
+    found = str(beside_python) if beside_python.is_file() else shutil.which("jupyter-book")
+    if found is None:
+        raise RuntimeError("jupyter-book is not installed; install the book extra: pip install -e '.[book]'")
+    return found
+
+
+def build_html(profile: str = "lite", *, root: str | os.PathLike | None = None) -> Path:
+    """Build the HTML book from the executed notebooks; returns ``_build/html/index.html``.
+
+    Jupyter Book runs with execution off and ``-W -n --keep-going``: any warning (a broken
+    reference, a missing citation, a notebook that does not parse) fails the build.
+    """
+    root = book_root(root)
+    stage = stage_book(profile, root=root)
+    html = root / "_build" / "html"
+    command = [
+        _jupyter_book_executable(), "build", str(stage),
+        "--path-output", str(stage), "--builder", "html", "-W", "-n", "--keep-going",
+    ]
+    result = subprocess.run(command, cwd=root)
+    if result.returncode != 0:
+        raise RuntimeError(f"Jupyter Book build failed (exit {result.returncode}); see the warnings above.")
+    built = stage / "_build" / "html"
+    if html.exists():
+        shutil.rmtree(html)
+    shutil.copytree(built, html)
+    index = html / "index.html"
+    if not index.is_file():
+        raise RuntimeError(f"The build finished but {index} is missing.")
+    return index
+
+
+def build_book(
+    profile: str = "lite",
+    *,
+    chapters: Sequence[str] | None = None,
+    parameters: dict[str, Any] | None = None,
+    root: str | os.PathLike | None = None,
+) -> Path:
+    """Execute every chapter for ``profile`` and build the HTML book (what ``make book`` does)."""
+    start = time.perf_counter()
+    run_book(profile=profile, chapters=chapters, parameters=parameters, root=root)
+    executed_seconds = time.perf_counter() - start
+    index = build_html(profile, root=root)
+    total = time.perf_counter() - start
+    print(f"[book] chapters executed in {executed_seconds:.1f} s; book built in {total:.1f} s -> {index}")
+    return index
+
+
+def _parse_parameters(pairs: Iterable[Sequence[str]] | None) -> dict[str, Any]:
+    return {key: yaml.safe_load(value) for key, value in (pairs or [])}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m convexlab.book", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in [
+        ("run", "execute chapters with papermill"),
+        ("html", "build HTML from executed chapters"),
+        ("build", "execute all chapters and build HTML"),
+    ]:
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("--profile", default="lite", help="named profile (lite, paper, large)")
+        cmd.add_argument("--root", default=None, help="book folder (with _toc.yml); default: this checkout")
+        if name != "html":
+            cmd.add_argument("--chapter", action="append", dest="chapters", help="chapter name (repeatable); default: all")
+            cmd.add_argument(
+                "-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                help="override a chapter parameter; VALUE is parsed as YAML (e.g. -p models '[mini-hubert]')",
+            )
+            if name == "run":
+                cmd.add_argument("--no-prepare", action="store_true", help="skip the shared preparation step")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        run_book(
+            profile=args.profile, chapters=args.chapters, parameters=_parse_parameters(args.parameter),
+            root=args.root, prepare=not args.no_prepare,
+        )
+    elif args.command == "html":
+        print(build_html(args.profile, root=args.root))
+    else:
+        build_book(args.profile, chapters=args.chapters, parameters=_parse_parameters(args.parameter), root=args.root)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
