@@ -1,0 +1,351 @@
+"""Honest cost figures: inference time, training time, memory, parameters and FLOPs.
+
+Every figure is stored with the context it was measured in (device and its name, batch size,
+dtype, thread count, torch/transformers versions), because a time without its context cannot be
+compared with anything.
+
+Inference (:func:`measure_inference`): random one-second clips (the cost of a forward pass does
+not depend on the audio or the weights), ``n_warmup`` untimed forwards (allocator, kernel
+selection, caches), then ``n_repeats`` timed forwards, each bracketed by a device
+synchronisation on CUDA; the median and interquartile range summarise them. FLOPs per clip are
+counted once with :class:`torch.utils.flop_counter.FlopCounterMode`, which counts matrix
+multiplications, convolutions and attention (element-wise operations and norms are not counted;
+they are a small share of these models). Peak memory is the CUDA allocator's peak on a GPU and
+the sampled growth of the process's resident memory on a CPU (``memory_kind`` says which).
+
+Training (:class:`TrainingTimer`): a ``transformers.TrainerCallback`` that records the wall time
+of ``Trainer.train`` and of each epoch, synchronising CUDA at the boundaries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import platform
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import TrainerCallback
+
+from convexlab.prune import count_parameters, num_transformer_layers
+
+__all__ = [
+    "InferenceTiming",
+    "TrainingTiming",
+    "TrainingTimer",
+    "measure_inference",
+    "flops_per_clip",
+    "timing_context",
+    "resolve_dtype",
+    "describe_inference",
+]
+
+SAMPLE_RATE = 16_000  # Hz, the rate every model of this project expects
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``torch.float32`` for ``"float32"`` etc.; a ``torch.dtype`` passes through."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[str(dtype).removeprefix("torch.")]
+    except KeyError:
+        raise ValueError(f"Unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}") from None
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def timing_context(*, device: str | torch.device, dtype: str | torch.dtype, batch_size: int | None) -> dict:
+    """What a figure was measured with: device, its name, dtype, batch size, threads, versions."""
+    import transformers
+
+    device = torch.device(device)
+    return {
+        "device": str(device),
+        "device_name": _device_name(device),
+        "dtype": str(resolve_dtype(dtype)).removeprefix("torch."),
+        "batch_size": batch_size,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "python": platform.python_version(),
+    }
+
+
+@dataclass
+class InferenceTiming:
+    """Inference cost of one model at one batch size and dtype."""
+
+    seconds_per_batch: float  # median wall time of one forward pass over a batch
+    seconds_per_batch_iqr: float  # interquartile range of the per-batch times
+    seconds_per_clip: float  # seconds_per_batch / batch_size
+    seconds_per_clip_iqr: float  # seconds_per_batch_iqr / batch_size
+    repeats: list[float]  # every timed forward pass, seconds, in order
+    batch_size: int  # clips per forward pass
+    clip_seconds: float  # length of each clip
+    n_warmup: int  # untimed forward passes before the repeats
+    peak_memory_bytes: int | None  # see memory_kind; None when it could not be measured
+    memory_kind: str  # "cuda_max_allocated" or "cpu_rss_growth_sampled"
+    n_parameters: int  # all parameters of the model
+    n_layers: int | None  # transformer layers the model runs (None: not a wav2vec2-style model)
+    flops_per_clip: float  # FLOPs of one forward pass over one clip (FlopCounterMode)
+    context: dict = field(default_factory=dict)  # device, dtype, batch size, threads, versions
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "InferenceTiming":
+        return cls(**data)
+
+
+@dataclass
+class TrainingTiming:
+    """Wall time of one ``Trainer.train`` call."""
+
+    train_seconds: float  # wall time from the start to the end of training
+    epoch_seconds: list[float]  # wall time of each (possibly partial) epoch, in order
+    epochs: float  # epochs trained (may be fractional)
+    seconds_per_epoch: float  # train_seconds / epochs
+    seconds_per_sample: float  # train_seconds / training samples processed
+    n_samples: int  # training samples processed (clips x epochs, counting repeats)
+    n_steps: int  # optimizer steps
+    resumed: bool  # True if training resumed from a checkpoint (times cover the resumed part only)
+    context: dict = field(default_factory=dict)  # device, dtype, batch size, threads, versions
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainingTiming":
+        return cls(**data)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _ResidentMemorySampler:
+    """Peak growth of this process's resident memory, sampled every ``interval`` seconds.
+
+    CPU tensors have no allocator statistics, so sampling RSS is the available measure; it is
+    approximate (short peaks can fall between samples, freed memory may stay resident).
+    """
+
+    def __init__(self, interval: float = 0.001):
+        self.interval = interval
+        self.peak_growth: int | None = None
+        self._stop = threading.Event()
+
+    @staticmethod
+    def _rss() -> int | None:
+        try:
+            with open("/proc/self/statm") as handle:
+                return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _run(self, baseline: int) -> None:
+        peak = baseline
+        while not self._stop.is_set():
+            peak = max(peak, self._rss() or peak)
+            time.sleep(self.interval)
+        self.peak_growth = max(peak, self._rss() or peak) - baseline
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator["_ResidentMemorySampler"]:
+        baseline = self._rss()
+        if baseline is None:  # not Linux: no cheap RSS reading, report None
+            yield self
+            return
+        thread = threading.Thread(target=self._run, args=(baseline,), daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join()
+
+
+def _random_clips(batch_size: int, clip_seconds: float, *, device, dtype, seed: int) -> torch.Tensor:
+    """Seeded white noise, shape (batch_size, clip_seconds * 16000)."""
+    generator = np.random.default_rng(seed)
+    audio = generator.standard_normal((batch_size, int(round(clip_seconds * SAMPLE_RATE))), dtype=np.float32)
+    return torch.from_numpy(audio).to(device=device, dtype=dtype)
+
+
+def flops_per_clip(model: nn.Module, *, clip_seconds: float = 1.0, device="cpu", dtype=torch.float32) -> float:
+    """FLOPs of one forward pass over one clip (matmuls, convolutions, attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    clip = _random_clips(1, clip_seconds, device=device, dtype=resolve_dtype(dtype), seed=0)
+    counter = FlopCounterMode(display=False)
+    # no_grad, not inference_mode: the weight-normed positional conv fails under
+    # FlopCounterMode + inference_mode (torch 2.11).
+    with torch.no_grad(), counter:
+        model(input_values=clip)
+    return float(counter.get_total_flops())
+
+
+def measure_inference(
+    model: nn.Module,
+    *,
+    batch_size: int = 8,
+    n_repeats: int = 5,
+    n_warmup: int = 2,
+    clip_seconds: float = 1.0,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = torch.float32,
+    seed: int = 0,
+) -> InferenceTiming:
+    """Time ``model``'s forward pass on a batch of ``batch_size`` clips of ``clip_seconds``.
+
+    The model is put in eval mode and moved to ``device`` and ``dtype`` in place. Input: seeded
+    noise of shape (batch_size, clip_seconds * 16000). The defaults are sized for the lite book
+    (a few seconds per miniature model on a small CPU); the paper's setting is
+    ``batch_size=32, n_repeats=20, n_warmup=3`` on a GPU.
+    """
+    if batch_size < 1 or n_repeats < 1 or n_warmup < 0:
+        raise ValueError(
+            f"Need batch_size >= 1, n_repeats >= 1 and n_warmup >= 0; got batch_size={batch_size}, "
+            f"n_repeats={n_repeats}, n_warmup={n_warmup}"
+        )
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} was requested but CUDA is not available; use device='cpu'")
+    dtype = resolve_dtype(dtype)
+    model = model.eval().to(device=device, dtype=dtype)
+    clips = _random_clips(batch_size, clip_seconds, device=device, dtype=dtype, seed=seed)
+
+    def forward() -> float:
+        _synchronize(device)
+        start = time.perf_counter()
+        model(input_values=clips)
+        _synchronize(device)
+        return time.perf_counter() - start
+
+    sampler = _ResidentMemorySampler()
+    with torch.inference_mode():
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+            memory_scope = contextlib.nullcontext()
+        else:
+            memory_scope = sampler.running()
+        with memory_scope:
+            for _ in range(n_warmup):
+                forward()
+            repeats = [forward() for _ in range(n_repeats)]
+    if device.type == "cuda":
+        peak, memory_kind = int(torch.cuda.max_memory_allocated(device)), "cuda_max_allocated"
+    else:
+        peak, memory_kind = sampler.peak_growth, "cpu_rss_growth_sampled"
+
+    median = statistics.median(repeats)
+    q25, q75 = np.percentile(repeats, [25, 75])
+    try:
+        n_layers = num_transformer_layers(model)
+    except TypeError:
+        n_layers = None
+    return InferenceTiming(
+        seconds_per_batch=float(median),
+        seconds_per_batch_iqr=float(q75 - q25),
+        seconds_per_clip=float(median / batch_size),
+        seconds_per_clip_iqr=float((q75 - q25) / batch_size),
+        repeats=[float(r) for r in repeats],
+        batch_size=batch_size,
+        clip_seconds=clip_seconds,
+        n_warmup=n_warmup,
+        peak_memory_bytes=peak,
+        memory_kind=memory_kind,
+        n_parameters=count_parameters(model),
+        n_layers=n_layers,
+        flops_per_clip=flops_per_clip(model, clip_seconds=clip_seconds, device=device, dtype=dtype),
+        context=timing_context(device=device, dtype=dtype, batch_size=batch_size),
+    )
+
+
+class TrainingTimer(TrainerCallback):
+    """Records the wall time of ``Trainer.train`` and of each epoch (CUDA synchronised).
+
+    Pass it in ``Trainer(callbacks=[timer])``; after training, :meth:`result` gives a
+    :class:`TrainingTiming`.
+    """
+
+    def __init__(self, *, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self._train_start: float | None = None
+        self._epoch_start: float | None = None
+        self.train_seconds: float | None = None
+        self.epoch_seconds: list[float] = []
+        self._start_step = 0
+        self._end_step = 0
+        self._start_epoch = 0.0
+        self._end_epoch = 0.0
+
+    def _now(self) -> float:
+        _synchronize(self.device)
+        return time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._train_start = self._now()
+        self._start_step, self._start_epoch = state.global_step, float(state.epoch or 0.0)
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self._epoch_start = self._now()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self._epoch_start is not None:
+            self.epoch_seconds.append(self._now() - self._epoch_start)
+            self._epoch_start = None
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.train_seconds = self._now() - self._train_start
+        self._end_step, self._end_epoch = state.global_step, float(state.epoch or 0.0)
+
+    def result(self, *, n_samples: int, batch_size: int, dtype: str | torch.dtype) -> TrainingTiming:
+        """The measured times; ``n_samples`` is the number of training samples processed."""
+        if self.train_seconds is None:
+            raise RuntimeError("TrainingTimer.result() called before Trainer.train() finished")
+        epochs = self._end_epoch - self._start_epoch
+        return TrainingTiming(
+            train_seconds=self.train_seconds,
+            epoch_seconds=list(self.epoch_seconds),
+            epochs=epochs,
+            seconds_per_epoch=self.train_seconds / epochs if epochs > 0 else float("nan"),
+            seconds_per_sample=self.train_seconds / n_samples if n_samples > 0 else float("nan"),
+            n_samples=int(n_samples),
+            n_steps=self._end_step - self._start_step,
+            resumed=self._start_step > 0,
+            context=timing_context(device=self.device, dtype=dtype, batch_size=batch_size),
+        )
+
+
+def describe_inference(t: InferenceTiming) -> str:
+    """A one-line summary of an :class:`InferenceTiming`, for notebooks and logs."""
+    return (
+        f"{t.seconds_per_batch * 1e3:.1f} ms/batch (IQR {t.seconds_per_batch_iqr * 1e3:.1f}) at batch "
+        f"{t.batch_size}, {t.context.get('dtype')} on {t.context.get('device_name')}; "
+        f"{t.n_parameters / 1e6:.2f} M parameters, {t.flops_per_clip / 1e9:.2f} GFLOPs/clip"
+    )
