@@ -1,0 +1,111 @@
+"""The chapter runner on a tiny book in a temporary folder (fast; no models involved)."""
+
+from __future__ import annotations
+
+import textwrap
+
+import nbformat
+import pytest
+
+from convexlab.book import _parse_parameters, book_root, chapter_names, run_chapter, stage_book
+
+HEADER = textwrap.dedent(
+    """\
+    ---
+    jupytext:
+      text_representation:
+        extension: .md
+        format_name: myst
+        format_version: 0.13
+    kernelspec:
+      display_name: Python 3
+      language: python
+      name: python3
+    ---
+    """
+)
+
+
+def _write_book(root, chapters: dict[str, str]) -> None:
+    (root / "book").mkdir(parents=True)
+    names = list(chapters)
+    toc = f"format: jb-book\nroot: book/{names[0]}\n"
+    if names[1:]:
+        toc += "chapters:\n" + "".join(f"  - file: book/{name}\n" for name in names[1:])
+    (root / "_toc.yml").write_text(toc)
+    (root / "_config.yml").write_text("title: test\n")
+    for name, body in chapters.items():
+        (root / "book" / f"{name}.md").write_text(HEADER + body)
+
+
+PARAMETRISED = textwrap.dedent(
+    """\
+    # A chapter
+
+    ```{code-cell} ipython3
+    :tags: [parameters]
+
+    profile = "lite"
+    n = 2
+    ```
+
+    ```{code-cell} ipython3
+    print(profile, n * 21)
+    ```
+    """
+)
+
+
+def test_chapter_names_follow_the_toc(tmp_path):
+    _write_book(tmp_path, {"first": PARAMETRISED, "second": PARAMETRISED, "third": PARAMETRISED})
+    assert chapter_names(tmp_path) == ["first", "second", "third"]
+    assert book_root(tmp_path) == tmp_path.resolve()
+
+
+def test_the_real_toc_names_existing_chapters():
+    root = book_root()
+    names = chapter_names(root)
+    assert names[0] == "intro"
+    assert all((root / "book" / f"{name}.md").is_file() for name in names)
+
+
+def test_run_chapter_injects_profile_and_overrides(tmp_path):
+    _write_book(tmp_path, {"first": PARAMETRISED})
+    run = run_chapter("first", profile="paper", parameters={"n": 5}, root=tmp_path)
+    notebook = nbformat.read(run.notebook, as_version=4)
+    outputs = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
+    assert "paper 105" in outputs
+    assert run.notebook == tmp_path / "_build" / "executed" / "paper" / "first.ipynb"
+    assert (run.notebook.parent / "timings.json").is_file()
+
+
+def test_chapter_without_parameters_cell_is_rejected(tmp_path):
+    _write_book(tmp_path, {"first": "# A chapter\n\n```{code-cell} ipython3\nx = 1\n```\n"})
+    with pytest.raises(ValueError, match="parameters"):
+        run_chapter("first", root=tmp_path)
+
+
+def test_unknown_chapter_is_named(tmp_path):
+    _write_book(tmp_path, {"first": PARAMETRISED})
+    with pytest.raises(FileNotFoundError, match="nope"):
+        run_chapter("nope", root=tmp_path)
+
+
+def test_failing_cell_raises(tmp_path):
+    import papermill
+
+    _write_book(tmp_path, {"first": PARAMETRISED.replace("print(profile, n * 21)", "raise RuntimeError('boom')")})
+    with pytest.raises(papermill.PapermillExecutionError, match="boom"):
+        run_chapter("first", root=tmp_path)
+
+
+def test_staging_requires_executed_chapters(tmp_path):
+    _write_book(tmp_path, {"first": PARAMETRISED})
+    with pytest.raises(FileNotFoundError, match="convexlab.book run"):
+        stage_book("lite", root=tmp_path)
+
+
+def test_cli_parameters_are_yaml():
+    assert _parse_parameters([("models", "[mini-hubert, mini-wavlm]"), ("seed", "3"), ("device", "cpu")]) == {
+        "models": ["mini-hubert", "mini-wavlm"], "seed": 3, "device": "cpu",
+    }

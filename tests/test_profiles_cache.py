@@ -1,0 +1,66 @@
+"""Profiles (named presets with overrides) and the atomic cache helpers."""
+
+from __future__ import annotations
+
+import pytest
+
+from convexlab.cache import atomic_dir, atomic_write, cache_root, load_json, save_json, stable_hash
+from convexlab.profiles import PROFILES, Profile, get_profile
+
+
+def test_presets_exist_and_are_frozen():
+    assert {"lite", "paper", "large"} <= set(PROFILES)
+    lite = get_profile("lite")
+    assert lite.miniature and lite.corpus == "synthetic" and lite.device == "cpu" and not lite.download
+    paper = get_profile("paper")
+    assert not paper.miniature and paper.corpus == "speech_commands"
+    assert "facebook/wav2vec2-base" in paper.models and "vasista22/ccc-wav2vec2-base" in paper.models
+    with pytest.raises(Exception):
+        lite.seed = 3  # frozen
+
+
+def test_overrides_and_none_is_ignored():
+    profile = get_profile("lite", seed=7, device=None, models=["mini-hubert"])
+    assert profile.seed == 7 and profile.device == "cpu" and profile.models == ("mini-hubert",)
+    assert get_profile(profile) is profile
+
+
+def test_bad_names_are_explained():
+    with pytest.raises(ValueError, match="lite"):
+        get_profile("huge")
+    with pytest.raises(TypeError, match="sead"):
+        get_profile("lite", sead=1)
+
+
+def test_stable_hash_ignores_dict_order_and_sees_values():
+    assert stable_hash({"a": 1, "b": 2}) == stable_hash({"b": 2, "a": 1})
+    assert stable_hash({"a": 1}) != stable_hash({"a": 2})
+    assert stable_hash(Profile(name="x")) == stable_hash(Profile(name="x"))
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "result.json"
+    with pytest.raises(RuntimeError):
+        with atomic_write(target, "w") as handle:
+            handle.write("half")
+            raise RuntimeError("interrupted")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    save_json(target, {"x": [1, 2]})
+    assert load_json(target) == {"x": [1, 2]}
+
+
+def test_atomic_dir_replaces_only_on_success(tmp_path):
+    target = tmp_path / "model"
+    with atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("v1")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "weights").write_text("v2")
+            raise RuntimeError("interrupted")
+    assert (target / "weights").read_text() == "v1"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_cache_root_follows_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONVEXLAB_CACHE", str(tmp_path / "c"))
+    assert cache_root() == tmp_path / "c" and (tmp_path / "c").is_dir()
