@@ -1,0 +1,373 @@
+"""The book's glue: each chapter's results as one call, cached so that any chapter runs alone.
+
+Every function here takes a :class:`convexlab.Profile` and returns a tidy ``pandas.DataFrame``
+(one row per model, task, concept, stage and layer) ready for :mod:`convexlab.plots`. Results
+are stored in the convexlab cache under a key of everything that produced them, so chapter 5
+reuses chapter 4's convexity curves, chapter 6 reuses chapter 5's finetuned models, and a chapter
+run on its own computes what is missing.
+
+Which clips are measured: graph convexity of a concept ("word" or "speaker") is measured on the
+*test* split of that concept's own task (word convexity on the word task, speaker convexity on
+the speaker task), optionally subsampled to ``profile.n_per_class`` clips per class. The test
+split is held out from finetuning, so the convexity of a finetuned model is not measured on the
+clips it was trained on, and "before" and "after" are measured on the same clips.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from convexlab.cache import cache_path, load_json, save_json, stable_hash
+from convexlab.profiles import Profile, get_profile
+
+__all__ = [
+    "CONCEPTS",
+    "STAGES",
+    "as_profile",
+    "analysis_dataset",
+    "concept_labels",
+    "model_embeddings",
+    "finetuned_model",
+    "convexity_by_layer",
+    "all_models_convexity",
+    "best_layers",
+    "choose_layer",
+    "before_after_convexity",
+    "pruning_results",
+    "inference_by_depth",
+    "paper_table",
+    "dataset_overview",
+    "projection_layers",
+]
+
+CONCEPTS = ("word", "speaker")  # the two concepts of the paper; each is also a task
+STAGES = ("pretrained", "finetuned")  # which weights a convexity curve was measured on
+_CACHE_VERSION = 1  # bump when the content of a cached table changes meaning
+_CONVEXITY_COLUMNS = ["model", "family", "task", "concept", "stage", "layer", "score", "class_mean",
+                      "ci_low", "ci_high", "p_best", "n_clips", "n_classes"]
+
+
+def as_profile(profile: Profile | str) -> Profile:
+    """A :class:`Profile` from a profile or a preset name ("lite", "paper", "large")."""
+    return profile if isinstance(profile, Profile) else get_profile(profile)
+
+
+def _check_concept(concept: str) -> str:
+    if concept not in CONCEPTS:
+        raise ValueError(f"Unknown concept {concept!r}; use one of {list(CONCEPTS)}")
+    return concept
+
+
+def _check_stage(stage: str) -> str:
+    if stage not in STAGES:
+        raise ValueError(f"Unknown stage {stage!r}; use one of {list(STAGES)}")
+    return stage
+
+
+def _family(model_name: str) -> str:
+    from convexlab.models import family_of
+
+    try:
+        return family_of(model_name)
+    except (KeyError, ValueError):
+        return str(model_name)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def analysis_dataset(task: str, profile: Profile | str, *, split: str = "test"):
+    """The clips convexity is measured on: ``split`` of ``task``, at most ``n_per_class`` per class.
+
+    Returns a :class:`convexlab.data.AudioDataset` (N clips).
+    """
+    from convexlab.data import load_task
+
+    profile = as_profile(profile)
+    dataset = load_task(_check_concept(task), profile).subset(split)
+    if profile.n_per_class is not None:
+        dataset = dataset.subsample(profile.n_per_class, seed=profile.seed)
+    return dataset
+
+
+def concept_labels(dataset: Any, concept: str) -> np.ndarray:
+    """The label of every clip for ``concept``: its word or its speaker, shape (N,)."""
+    field = {"word": "words", "speaker": "speakers"}[_check_concept(concept)]
+    return np.asarray(getattr(dataset, field))
+
+
+def dataset_overview(profile: Profile | str) -> pd.DataFrame:
+    """Clips and classes per task and split: columns task, split, clips, classes, clips_per_class."""
+    from convexlab.data import load_task
+
+    profile = as_profile(profile)
+    rows = []
+    for task in CONCEPTS:
+        dataset = load_task(task, profile)
+        splits = np.asarray(dataset.splits)
+        labels = np.asarray(dataset.labels)
+        for split in ("train", "validation", "test"):
+            mask = splits == split
+            if not mask.any():
+                continue
+            counts = pd.Series(labels[mask]).value_counts()
+            rows.append({"task": task, "split": split, "clips": int(mask.sum()), "classes": int(counts.size),
+                         "min_per_class": int(counts.min()), "max_per_class": int(counts.max())})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- models and embeddings
+
+
+def _finetune_kwargs(profile: Profile) -> dict[str, Any]:
+    return {
+        "epochs": profile.finetune_epochs,
+        "batch_size": profile.finetune_batch_size,
+        "learning_rate": profile.learning_rate,
+        "seed": profile.seed,
+        "device": profile.device,
+    }
+
+
+def finetuned_model(model_name: str, task: str, profile: Profile | str, *, num_layers: int | None = None):
+    """Finetune ``model_name`` (optionally pruned to ``num_layers``) on ``task``; returns (model, result).
+
+    The run is cached by :func:`convexlab.finetune.finetune`, so this is cheap once done; the
+    training data is the task's train split, capped at ``profile.max_train_per_class``.
+    """
+    from convexlab.finetune import finetune
+    from convexlab.models import load_model
+
+    profile = as_profile(profile)
+    result = finetune(model_name, _training_dataset(task, profile), num_layers=num_layers,
+                      **_finetune_kwargs(profile))
+    model = load_model(str(result.model_dir), device=profile.device)
+    return model, result
+
+
+def _training_dataset(task: str, profile: Profile):
+    from convexlab.data import load_task
+
+    dataset = load_task(_check_concept(task), profile)
+    if profile.max_train_per_class is not None:
+        return dataset.subsample(profile.max_train_per_class, seed=profile.seed)
+    return dataset
+
+
+def model_embeddings(model_name: str, dataset: Any, profile: Profile | str, *, stage: str = "pretrained",
+                     task: str | None = None):
+    """Layer-wise mean-pooled embeddings, a :class:`convexlab.extract.LayerEmbeddings`.
+
+    ``embeddings`` has shape (L + 1, N, D). ``stage="finetuned"`` uses the model finetuned on
+    ``task`` (which must then be given).
+    """
+    from convexlab.extract import extract_layers, layer_embeddings
+
+    profile = as_profile(profile)
+    if _check_stage(stage) == "pretrained":
+        return layer_embeddings(model_name, dataset, profile=profile, device=profile.device,
+                                dtype=profile.dtype, batch_size=profile.batch_size)
+    if task is None:
+        raise ValueError("model_embeddings(stage='finetuned') needs task='word' or 'speaker': the task it was finetuned on")
+    model, _ = finetuned_model(model_name, task, profile)
+    return extract_layers(model, dataset, batch_size=profile.batch_size, device=profile.device,
+                          dtype=profile.dtype, cache=True)
+
+
+# --------------------------------------------------------------------------- convexity tables
+
+
+def _convexity_key(model_name: str, task: str, concept: str, stage: str, dataset: Any, profile: Profile) -> str:
+    finetuning = _finetune_kwargs(profile) | {"max_train_per_class": profile.max_train_per_class} if stage == "finetuned" else None
+    return stable_hash(
+        _CACHE_VERSION, model_name, task, concept, stage, dataset.content_hash(),
+        profile.n_neighbors, profile.max_pairs, profile.n_bootstrap, profile.seed, finetuning,
+    )
+
+
+def convexity_by_layer(
+    model_name: str,
+    task: str,
+    profile: Profile | str,
+    *,
+    concept: str | None = None,
+    stage: str = "pretrained",
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Graph convexity of ``concept`` at every layer of ``model_name``, with bootstrap intervals.
+
+    ``task`` is the task whose weights are measured when ``stage="finetuned"`` (the model
+    finetuned for it); ``concept`` (default: the task) is what is measured, on the test split
+    of the concept's own task. Returns a tidy DataFrame, one row per layer 0..L, with columns
+    model, family, task, concept, stage, layer, score (pooled mean path score), class_mean,
+    ci_low, ci_high (bootstrap interval), p_best (bootstrap probability that the layer is the
+    most convex), n_clips, n_classes. Cached.
+    """
+    from convexlab.convexity import layerwise_convexity
+
+    profile = as_profile(profile)
+    concept = _check_concept(concept or task)
+    _check_concept(task)
+    _check_stage(stage)
+    dataset = analysis_dataset(concept, profile)
+    path = cache_path("pipeline", "convexity", _convexity_key(model_name, task, concept, stage, dataset, profile) + ".json")
+    if path.is_file():
+        return pd.DataFrame(load_json(path))[_CONVEXITY_COLUMNS]
+
+    embeddings = model_embeddings(model_name, dataset, profile, stage=stage, task=task)
+    labels = concept_labels(dataset, concept)
+    layers = layerwise_convexity(
+        embeddings.embeddings, labels, n_neighbors=profile.n_neighbors, max_pairs=profile.max_pairs,
+        seed=profile.seed, n_bootstrap=profile.n_bootstrap, progress=progress,
+    )
+    table = layers.assign(
+        model=model_name, family=_family(model_name), task=task, concept=concept, stage=stage,
+        n_clips=len(labels), n_classes=len(set(labels.tolist())),
+    )[_CONVEXITY_COLUMNS]
+    table["layer"] = table["layer"].astype(int)
+    save_json(path, table.to_dict(orient="records"))
+    return table
+
+
+def all_models_convexity(
+    profile: Profile | str, *, concepts: Sequence[str] = CONCEPTS, progress: bool = False
+) -> pd.DataFrame:
+    """:func:`convexity_by_layer` of every model of the profile, pretrained, for each concept."""
+    profile = as_profile(profile)
+    tables = [convexity_by_layer(model, concept, profile, progress=progress)
+              for model in profile.models for concept in concepts]
+    return pd.concat(tables, ignore_index=True)
+
+
+def best_layers(table: pd.DataFrame) -> pd.DataFrame:
+    """The most convex layer of each curve of a convexity table.
+
+    Columns: model, family, task, concept, stage, best_layer, n_layers (transformer layers of
+    the model), score, p_best (bootstrap probability of that layer), relative_depth
+    (best_layer / n_layers). Ties go to the shallower layer: it gives the smaller model.
+    """
+    keys = [k for k in ("model", "family", "task", "concept", "stage") if k in table.columns]
+    rows = []
+    for values, curve in table.groupby(keys, sort=False):
+        curve = curve.sort_values("layer")
+        best = curve.loc[curve["score"].idxmax()]  # idxmax returns the first maximum: the shallowest
+        n_layers = int(curve["layer"].max())
+        rows.append({**dict(zip(keys, values)), "best_layer": int(best["layer"]), "n_layers": n_layers,
+                     "score": float(best["score"]), "p_best": float(best.get("p_best", np.nan)),
+                     "relative_depth": int(best["layer"]) / n_layers if n_layers else np.nan})
+    return pd.DataFrame(rows)
+
+
+def choose_layer(model_name: str, task: str, profile: Profile | str) -> int:
+    """The pruning layer of the paper's rule: the most convex layer of the *pretrained* model
+    for the task's own concept (at least 1, so that at least one transformer layer is kept)."""
+    table = convexity_by_layer(model_name, task, profile, stage="pretrained")
+    return max(1, int(best_layers(table)["best_layer"].iloc[0]))
+
+
+def before_after_convexity(
+    model_name: str, task: str, profile: Profile | str, *, concepts: Sequence[str] = CONCEPTS
+) -> pd.DataFrame:
+    """Convexity per layer of the pretrained model and of the model finetuned for ``task``.
+
+    Tidy rows for each concept in ``concepts`` and stage in ("pretrained", "finetuned"): the
+    task's own concept and the other one.
+    """
+    tables = [convexity_by_layer(model_name, task, profile, concept=concept, stage=stage)
+              for concept in concepts for stage in STAGES]
+    # The pretrained curves do not depend on the task; label them with it for side-by-side plots.
+    return pd.concat(tables, ignore_index=True).assign(task=task)
+
+
+# --------------------------------------------------------------------------- pruning
+
+
+def pruning_results(profile: Profile | str, *, tasks: Sequence[str] = CONCEPTS) -> pd.DataFrame:
+    """Prune each model of the profile at its most convex layer, finetune, compare with the full model.
+
+    One row per model and task: model, family, task, layer (kept), n_layers (of the full
+    model), accuracy_full, accuracy_pruned, accuracy_change (pruned − full, absolute),
+    train_time_change and inference_time_change (relative: −0.25 = 25 % faster), and
+    parameters_change (relative). Changes are fractions, not percent.
+    """
+    from convexlab.finetune import compare_pruned
+
+    profile = as_profile(profile)
+    rows = []
+    for model in profile.models:
+        for task in tasks:
+            layer = choose_layer(model, task, profile)
+            comparison = compare_pruned(model, task, layer, profile=profile)
+            rows.append({"model": model, "family": _family(model), "task": task, **_comparison_row(comparison)})
+    return pd.DataFrame(rows)
+
+
+def _comparison_row(comparison: Any) -> dict[str, Any]:
+    data = comparison.to_dict() if hasattr(comparison, "to_dict") else dataclasses.asdict(comparison)
+    wanted = ["layer", "n_layers", "accuracy_full", "accuracy_pruned", "accuracy_change",
+              "train_time_change", "inference_time_change", "parameters_change"]
+    return {key: data.get(key) for key in wanted}
+
+
+def inference_by_depth(
+    model_name: str, profile: Profile | str, *, depths: Sequence[int] | None = None,
+    batch_size: int = 8, n_repeats: int = 5,
+) -> pd.DataFrame:
+    """Inference time of ``model_name`` pruned to each depth in ``depths`` (default: 1..L).
+
+    Columns: model, family, num_layers, time_ms (median per batch), time_low, time_high
+    (interquartile range around the median), batch_size, dtype, device. Not cached: timings
+    belong to the machine they were measured on.
+    """
+    from convexlab.models import load_model
+    from convexlab.prune import num_transformer_layers, prune
+    from convexlab.timing import measure_inference
+
+    profile = as_profile(profile)
+    full = load_model(model_name, device=profile.device, seed=profile.seed)
+    n_layers = num_transformer_layers(full)
+    depths = list(depths) if depths is not None else list(range(1, n_layers + 1))
+    bad = [d for d in depths if not 0 <= d <= n_layers]
+    if bad:
+        raise ValueError(f"depths {bad} are outside 0..{n_layers}, the layers {model_name} has")
+    rows = []
+    for depth in sorted(depths, reverse=True):  # prune in place from the deepest: one load serves all
+        prune(full, depth)
+        timing = measure_inference(full, batch_size=batch_size, n_repeats=n_repeats, device=profile.device,
+                                   dtype=profile.dtype, seed=profile.seed)
+        median, iqr = 1000 * timing.seconds_per_batch, 1000 * timing.seconds_per_batch_iqr
+        rows.append({"model": model_name, "family": _family(model_name), "num_layers": depth, "time_ms": median,
+                     "time_low": median - iqr / 2, "time_high": median + iqr / 2, "batch_size": batch_size,
+                     "dtype": profile.dtype, "device": profile.device})
+    return pd.DataFrame(rows).sort_values("num_layers", ignore_index=True)
+
+
+def paper_table() -> pd.DataFrame:
+    """The paper's poster table: pruned vs full base models after finetuning (Dorszewski et al. 2024).
+
+    These are the *paper's* numbers for the base models on Speech Commands v0.02, exactly as
+    the poster table prints them (one figure per task); they are shown beside this book's
+    results, never as its own. One row per task; changes as fractions (−0.0025 is −0.25 %).
+    """
+    return pd.DataFrame(
+        [
+            {"source": "paper (reported)", "task": "word", "accuracy_change": -0.0025,
+             "train_time_change": -0.234, "inference_time_change": -0.259},
+            {"source": "paper (reported)", "task": "speaker", "accuracy_change": 0.0122,
+             "train_time_change": -0.478, "inference_time_change": -0.587},
+        ]
+    )
+
+
+# --------------------------------------------------------------------------- helpers for figures
+
+
+def projection_layers(n_layers: int) -> list[int]:
+    """An early, a middle and the last layer of a model with ``n_layers`` transformer layers."""
+    if n_layers < 1:
+        raise ValueError(f"A model needs at least one transformer layer, got n_layers={n_layers}")
+    return sorted({1, max(1, round(n_layers / 2)), n_layers})
