@@ -1,0 +1,354 @@
+"""Short self-supervised pretraining of the miniature models, so that the offline book has real layers.
+
+Randomly initialised miniatures have no learned hierarchy, so their convexity curves teach
+nothing. Here each family's miniature architecture is pretrained with that family's own
+objective (:mod:`convexlab.objectives`) on a *pretraining* synthetic corpus: the same words as
+the analysis corpus, but other speakers (their ids carry ``speaker_prefix``) and other
+repetitions (another generator seed), so no analysed clip or speaker was seen in pretraining.
+
+The result is an ordinary Hugging Face model folder in the cache,
+``cache_path("pretrained", f"{family}-{key}-seed{seed}")``, where ``key`` hashes the model
+config, the :class:`PretrainConfig` and :data:`OBJECTIVE_VERSION`; beside the weights,
+``training_log.json`` holds the loss per step. :func:`ensure_pretrained` trains on first use
+(with a progress bar) and reuses the folder afterwards; ``convexlab.models.load_model`` calls it
+for the miniature names, and ``python -m convexlab pretrain`` runs it from the shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import PretrainedConfig
+
+from convexlab.cache import atomic_dir, cache_path, load_json, save_json, stable_hash
+from convexlab.objectives import ClusterContrastiveObjective, ContrastiveObjective, MaskedPredictionObjective, mfcc_cluster_targets
+
+__all__ = [
+    "OBJECTIVE_VERSION",
+    "FAMILY_OBJECTIVES",
+    "PretrainConfig",
+    "PretrainResult",
+    "pretrain",
+    "pretrained_path",
+    "ensure_pretrained",
+    "pretraining_waveforms",
+    "add_pretrain_cli",
+]
+
+OBJECTIVE_VERSION = 1  # bump when an objective changes, so cached models are retrained
+
+FAMILY_OBJECTIVES = {  # family -> the objective it is pretrained with
+    "wav2vec2": "contrastive (wav2vec 2.0)",
+    "ccc-wav2vec2": "clustering-aided cross-contrastive (ccc-wav2vec 2.0)",
+    "hubert": "masked prediction of MFCC k-means clusters (HuBERT, first iteration)",
+    "wavlm": "masked prediction of MFCC k-means clusters with utterance mixing (WavLM)",
+}
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Everything that shapes a pretraining run (all of it goes into the cache key)."""
+
+    # optimisation
+    steps: int = 300  # optimizer updates
+    batch_size: int = 16  # clips per update
+    learning_rate: float = 1e-3  # peak AdamW learning rate
+    warmup_fraction: float = 0.1  # linear warm-up over this fraction of the steps, then linear decay to 0
+    weight_decay: float = 0.01  # AdamW weight decay
+    max_grad_norm: float = 5.0  # gradient clipping
+    layerdrop: float = 0.0  # layer drop while pretraining (a few layers: dropping one is a big change)
+    # masking (model frames are 20 ms; a 1 s clip has 49)
+    mask_prob: float = 0.65  # expected fraction of frames starting a masked span, times mask_length
+    mask_length: int = 5  # frames per masked span
+    # contrastive objectives (wav2vec2, ccc-wav2vec2)
+    num_negatives: int = 20  # distractors per masked frame, from the same utterance
+    codevector_dim: int = 64  # quantised target size (also the projection size)
+    num_codevector_groups: int = 2  # product-quantiser groups
+    num_codevectors_per_group: int = 64  # codebook entries per group
+    diversity_weight: float = 0.1  # weight of the codebook diversity loss
+    gumbel_start: float = 2.0  # Gumbel-softmax temperature at the start ...
+    gumbel_end: float = 0.5  # ... decayed geometrically to this at the end
+    cluster_factor: int = 16  # ccc: k-means clusters = masked frames per utterance // cluster_factor
+    scale_factor: float = 0.3  # ccc: logit scale for distractors in the positive's cluster
+    cross_weight: float = 0.5  # ccc: weight of each cross-contrastive term (0: no augmentation)
+    # masked prediction (hubert, wavlm)
+    n_clusters: int = 50  # k-means clusters of MFCC frames
+    projection_dim: int = 64  # size of the projection compared with the cluster embeddings
+    mix_probability: float = 0.2  # wavlm: probability that an utterance gets another one mixed in
+    # pretraining corpus: same words as the analysis corpus, disjoint speakers and repetitions
+    n_words: int = 12  # words (must match the analysis corpus: the generator draws words first)
+    n_speakers: int = 24  # pretraining speakers
+    n_repetitions: int = 4  # repetitions of each word by each speaker
+    corpus_seed: int = 1_000_003  # generator seed, unlike any analysis seed
+    speaker_prefix: str = "pretrain"  # speaker-id prefix, unlike the analysis corpus's
+
+    def replace(self, **overrides: Any) -> "PretrainConfig":
+        """A copy with some fields changed (``None`` values are ignored)."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"Unknown PretrainConfig field(s) {unknown}; known fields: {sorted(known)}")
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass
+class PretrainResult:
+    family: str  # family name, e.g. "wavlm"
+    encoder: torch.nn.Module  # the pretrained HF base model (Wav2Vec2Model, HubertModel or WavLMModel)
+    log: list[dict[str, float]]  # one entry per step: step, loss, lr and the objective's parts
+    seconds: float  # wall time of the optimisation (corpus and targets excluded)
+    setup_seconds: float  # wall time to load the corpus and compute targets
+    n_clips: int  # clips in the pretraining corpus
+
+
+def _family_name(family: str) -> str:
+    name = family.removeprefix("mini-")
+    if name not in FAMILY_OBJECTIVES:
+        raise ValueError(f"Unknown model family {family!r}; choose one of {sorted(FAMILY_OBJECTIVES)} (or 'mini-<family>').")
+    return name
+
+
+def _miniature_config(family: str) -> PretrainedConfig:
+    from convexlab.models import miniature_config
+
+    return miniature_config(family)
+
+
+def pretraining_waveforms(config: PretrainConfig = PretrainConfig()) -> np.ndarray:
+    """The pretraining corpus as float32 ``(N, 16000)`` clips (generated into the cache once)."""
+    from convexlab.data import word_task
+    from convexlab.synth import synthetic_corpus
+
+    root = synthetic_corpus(
+        n_words=config.n_words,
+        n_speakers=config.n_speakers,
+        n_repetitions=config.n_repetitions,
+        seed=config.corpus_seed,
+        speaker_prefix=config.speaker_prefix,
+    )
+    dataset = word_task(root)
+    return dataset.batch(np.arange(len(dataset)))
+
+
+def _build_objective(family: str, model_config: PretrainedConfig, config: PretrainConfig, seed: int) -> torch.nn.Module:
+    model_config = copy.deepcopy(model_config)
+    model_config.layerdrop = config.layerdrop
+    masking = dict(mask_prob=config.mask_prob, mask_length=config.mask_length)
+    if family in ("wav2vec2", "ccc-wav2vec2"):
+        contrastive = dict(
+            num_negatives=config.num_negatives,
+            codevector_dim=config.codevector_dim,
+            num_codevector_groups=config.num_codevector_groups,
+            num_codevectors_per_group=config.num_codevectors_per_group,
+            diversity_weight=config.diversity_weight,
+            gumbel_start=config.gumbel_start,
+            gumbel_end=config.gumbel_end,
+            **masking,
+        )
+        if family == "wav2vec2":
+            return ContrastiveObjective(model_config, **contrastive)
+        return ClusterContrastiveObjective(
+            model_config,
+            cluster_factor=config.cluster_factor,
+            scale_factor=config.scale_factor,
+            cross_weight=config.cross_weight,
+            **contrastive,
+        )
+    return MaskedPredictionObjective(
+        model_config,
+        n_clusters=config.n_clusters,
+        projection_dim=config.projection_dim,
+        mix_probability=config.mix_probability if family == "wavlm" else 0.0,
+        seed=seed,
+        **masking,
+    )
+
+
+def _learning_rate_factor(step: int, *, steps: int, warmup_fraction: float) -> float:
+    warmup = max(1, round(steps * warmup_fraction))
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (steps - step) / max(1, steps - warmup))
+
+
+def pretrain(
+    family: str,
+    *,
+    seed: int = 0,
+    config: PretrainConfig | None = None,
+    model_config: PretrainedConfig | None = None,
+    waveforms: np.ndarray | None = None,
+    progress: bool | None = True,
+) -> PretrainResult:
+    """Pretrain one family's miniature from scratch (no caching: see :func:`ensure_pretrained`).
+
+    ``model_config`` defaults to ``convexlab.models.miniature_config(family)``; ``waveforms``
+    (float32 ``(N, S)``) to :func:`pretraining_waveforms`. ``progress=None`` shows the bar only
+    on a terminal, ``False`` hides it. Reproducible for a fixed ``seed`` on the same machine.
+    """
+    family = _family_name(family)
+    config = config or PretrainConfig()
+    model_config = model_config or _miniature_config(family)
+    setup_start = time.perf_counter()
+    if waveforms is None:
+        waveforms = pretraining_waveforms(config)
+    waveforms = np.asarray(waveforms, dtype=np.float32)
+    if waveforms.ndim != 2 or len(waveforms) < 2:
+        raise ValueError(f"waveforms must be (N >= 2, samples) float32 clips, got shape {waveforms.shape}.")
+
+    numpy_state = np.random.get_state()  # HF's mask and distractor samplers draw from NumPy's global generator
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        objective = _build_objective(family, model_config, config, seed)
+        targets = None
+        if isinstance(objective, MaskedPredictionObjective):
+            n_frames = int(objective.model._get_feat_extract_output_lengths(torch.tensor(waveforms.shape[1])))
+            targets = torch.from_numpy(
+                mfcc_cluster_targets(waveforms, n_frames=n_frames, n_clusters=config.n_clusters, seed=seed)
+            )
+        setup_seconds = time.perf_counter() - setup_start
+
+        optimizer = torch.optim.AdamW(
+            objective.parameters(), lr=config.learning_rate, betas=(0.9, 0.98), eps=1e-6, weight_decay=config.weight_decay
+        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: _learning_rate_factor(step, steps=config.steps, warmup_fraction=config.warmup_fraction),
+        )
+        batch_order = torch.Generator().manual_seed(seed)  # shuffling has its own generator
+        audio = torch.from_numpy(waveforms)
+        batch_size = min(config.batch_size, len(audio))
+        order = torch.randperm(len(audio), generator=batch_order)
+        cursor = 0
+        log: list[dict[str, float]] = []
+        objective.train()
+        start = time.perf_counter()
+        bar = tqdm(range(config.steps), desc=f"pretraining mini-{family}", disable=None if progress is None else not progress)
+        for step in bar:
+            if cursor + batch_size > len(order):
+                order, cursor = torch.randperm(len(audio), generator=batch_order), 0
+            indices = order[cursor : cursor + batch_size]
+            cursor += batch_size
+            progress_fraction = step / max(1, config.steps - 1)
+            if targets is None:
+                output = objective(audio[indices], progress=progress_fraction)
+            else:
+                output = objective(audio[indices], targets=targets[indices], progress=progress_fraction)
+            optimizer.zero_grad(set_to_none=True)
+            output.loss.backward()
+            torch.nn.utils.clip_grad_norm_(objective.parameters(), config.max_grad_norm)
+            optimizer.step()
+            entry = {"step": step, "loss": float(output.loss.detach()), "lr": schedule.get_last_lr()[0], **output.parts}
+            schedule.step()
+            log.append(entry)
+            bar.set_postfix(loss=f"{entry['loss']:.3f}")
+        seconds = time.perf_counter() - start
+    finally:
+        np.random.set_state(numpy_state)
+    encoder = objective.encoder.eval()
+    return PretrainResult(family, encoder, log, seconds, setup_seconds, len(waveforms))
+
+
+def _config_dict(model_config: PretrainedConfig) -> dict[str, Any]:
+    data = model_config.to_dict()
+    data.pop("transformers_version", None)  # a library upgrade alone should not retrain
+    return data
+
+
+def pretrained_path(
+    family: str, *, seed: int = 0, config: PretrainConfig | None = None, model_config: PretrainedConfig | None = None
+) -> Path:
+    """Where :func:`ensure_pretrained` keeps this family/config/seed (it may not exist yet)."""
+    family = _family_name(family)
+    config = config or PretrainConfig()
+    model_config = model_config or _miniature_config(family)
+    key = stable_hash(family, _config_dict(model_config), dataclasses.asdict(config), OBJECTIVE_VERSION, seed)
+    return cache_path("pretrained", f"{family}-{key}-seed{seed}")
+
+
+def ensure_pretrained(
+    family: str,
+    *,
+    seed: int = 0,
+    config: PretrainConfig | None = None,
+    model_config: PretrainedConfig | None = None,
+    progress: bool | None = True,
+) -> Path:
+    """The folder of the pretrained miniature of ``family``, pretraining it first if needed.
+
+    ``family``: ``"wav2vec2"``, ``"ccc-wav2vec2"``, ``"hubert"``, ``"wavlm"`` (or the
+    ``"mini-..."`` model names). The folder is written atomically, so an interrupted run leaves
+    nothing behind and the next call starts over; load it with ``AutoModel.from_pretrained``.
+    """
+    family = _family_name(family)
+    config = config or PretrainConfig()
+    model_config = model_config or _miniature_config(family)
+    path = pretrained_path(family, seed=seed, config=config, model_config=model_config)
+    if (path / "training_log.json").exists():
+        return path
+    result = pretrain(family, seed=seed, config=config, model_config=model_config, progress=progress)
+    with atomic_dir(path) as tmp:
+        result.encoder.save_pretrained(tmp)
+        save_json(
+            tmp / "training_log.json",
+            {
+                "family": family,
+                "objective": FAMILY_OBJECTIVES[family],
+                "objective_version": OBJECTIVE_VERSION,
+                "seed": seed,
+                "config": dataclasses.asdict(config),
+                "n_clips": result.n_clips,
+                "seconds": result.seconds,
+                "setup_seconds": result.setup_seconds,
+                "torch_threads": torch.get_num_threads(),
+                "steps": result.log,
+            },
+        )
+    return path
+
+
+def training_log(path: str | Path) -> dict[str, Any]:
+    """The ``training_log.json`` of a pretrained folder (loss per step under ``"steps"``)."""
+    log_path = Path(path) / "training_log.json"
+    if not log_path.exists():
+        raise FileNotFoundError(f"No training log at {log_path}; create the folder with ensure_pretrained(family).")
+    return load_json(log_path)
+
+
+def add_pretrain_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``python -m convexlab pretrain [--family all] [--steps N] [--seed S] [--threads T]``."""
+    parser = subparsers.add_parser("pretrain", help="pretrain the miniature models (cached; reused when present)")
+    parser.add_argument("--family", default="all", choices=["all", *FAMILY_OBJECTIVES], help="family to pretrain")
+    parser.add_argument("--steps", type=int, default=None, help=f"optimizer steps (default {PretrainConfig.steps})")
+    parser.add_argument("--seed", type=int, default=0, help="initialisation, masking and shuffling seed")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.set_defaults(handler=run_pretrain_cli)
+
+
+def run_pretrain_cli(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = PretrainConfig().replace(steps=args.steps)
+    families = list(FAMILY_OBJECTIVES) if args.family == "all" else [args.family]
+    for family in families:
+        start = time.perf_counter()
+        path = ensure_pretrained(family, seed=args.seed, config=config)
+        log = training_log(path)
+        losses = [entry["loss"] for entry in log["steps"]]
+        window = max(1, len(losses) // 10)
+        print(
+            f"mini-{family}: {path}\n  {log['objective']}; loss {np.mean(losses[:window]):.3f} -> "
+            f"{np.mean(losses[-window:]):.3f} over {len(losses)} steps; trained in {log['seconds']:.1f} s "
+            f"(this call {time.perf_counter() - start:.1f} s)"
+        )
+    return 0

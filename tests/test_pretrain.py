@@ -1,0 +1,211 @@
+"""Pretraining of the miniature models: objectives learn, folders load, the cache is reused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel, HubertConfig, Wav2Vec2Config, WavLMConfig
+
+from convexlab import pretrain as pretrain_module
+from convexlab.objectives import (
+    ContrastiveObjective,
+    contrastive_loss_sum,
+    cosine_kmeans,
+    mfcc_cluster_targets,
+    mix_utterances,
+    sample_time_mask,
+)
+from convexlab.pretrain import PretrainConfig, ensure_pretrained, pretrain, pretrained_path
+
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    conv_dim=(16,) * 7,
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+)
+TINY_CONFIGS = {
+    "wav2vec2": lambda: Wav2Vec2Config(**TINY),
+    "ccc-wav2vec2": lambda: Wav2Vec2Config(**TINY),
+    "hubert": lambda: HubertConfig(**TINY),
+    "wavlm": lambda: WavLMConfig(**TINY),
+}
+TINY_RUN = PretrainConfig(
+    steps=60,
+    batch_size=8,
+    learning_rate=3e-3,
+    num_negatives=10,
+    codevector_dim=16,
+    num_codevectors_per_group=16,
+    n_clusters=12,
+    projection_dim=16,
+)
+
+
+def tone_clips(n_clips: int, *, seed: int = 0, n_samples: int = 16_000) -> np.ndarray:
+    """Clips ``(n_clips, n_samples)`` of four 250 ms tones from a small set: structure to learn."""
+    rng = np.random.default_rng(seed)
+    frequencies = np.array([220.0, 330.0, 550.0, 880.0, 1320.0, 2000.0])
+    t = np.arange(n_samples // 4) / 16_000
+    clips = []
+    for _ in range(n_clips):
+        tones = [np.sin(2 * np.pi * f * t) for f in rng.choice(frequencies, size=4)]
+        clips.append(0.3 * np.concatenate(tones) + 0.01 * rng.standard_normal(n_samples))
+    return np.asarray(clips, dtype=np.float32)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("family", sorted(TINY_CONFIGS))
+def test_objective_loss_decreases(family):
+    result = pretrain(family, seed=0, config=TINY_RUN, model_config=TINY_CONFIGS[family](), waveforms=tone_clips(64), progress=False)
+    losses = np.array([entry["loss"] for entry in result.log])
+    assert len(losses) == TINY_RUN.steps and np.isfinite(losses).all()
+    first, last = losses[:10].mean(), losses[-10:].mean()
+    assert last < first - 0.05 * abs(first), f"{family}: loss {first:.3f} -> {last:.3f} did not decrease by 5 %"
+
+
+def test_pretraining_is_reproducible():
+    kwargs = dict(config=TINY_RUN.replace(steps=3), model_config=TINY_CONFIGS["hubert"](), waveforms=tone_clips(16), progress=False)
+    a, b = pretrain("hubert", seed=1, **kwargs), pretrain("hubert", seed=1, **kwargs)
+    assert [e["loss"] for e in a.log] == [e["loss"] for e in b.log]
+    c = pretrain("hubert", seed=2, **kwargs)
+    assert [e["loss"] for e in a.log] != [e["loss"] for e in c.log]
+
+
+def test_contrastive_loss_matches_huggingface():
+    """Our InfoNCE (used by ccc-wav2vec 2.0) equals Wav2Vec2ForPreTraining's when nothing is down-weighted."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+    objective = ContrastiveObjective(Wav2Vec2Config(**TINY), num_negatives=5, codevector_dim=16, num_codevectors_per_group=16, mask_length=5)
+    objective.eval()
+    waveforms = torch.from_numpy(tone_clips(3))
+    mask, negatives = objective._mask_and_negatives(waveforms)
+    with torch.no_grad():
+        out = objective.model(waveforms, mask_time_indices=mask, sampled_negative_indices=negatives)
+        ours = contrastive_loss_sum(
+            out.projected_states, out.projected_quantized_states, mask, negatives, temperature=objective.model.config.contrastive_logits_temperature
+        )
+        everything_scaled = contrastive_loss_sum(
+            out.projected_states, out.projected_quantized_states, mask, negatives,
+            temperature=objective.model.config.contrastive_logits_temperature,
+            same_cluster=torch.ones(negatives.shape, dtype=torch.bool), scale_factor=0.0,
+        )
+    assert torch.allclose(ours, out.contrastive_loss, rtol=1e-5)
+    # scaling every distractor logit to 0 changes the loss: the weighting is really applied
+    assert not torch.allclose(everything_scaled, ours)
+
+
+def test_cosine_kmeans_separates_clear_clusters():
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.nn.functional.normalize(torch.eye(3, 8), dim=1)
+    points = torch.nn.functional.normalize(centres.repeat_interleave(20, 0) + 0.05 * torch.randn(60, 8, generator=generator), dim=1)
+    ids = cosine_kmeans(points, 3, generator=torch.Generator().manual_seed(1))
+    for block in ids.view(3, 20):
+        assert (block == block[0]).all()
+    assert len(set(ids.view(3, 20)[:, 0].tolist())) == 3
+
+
+def test_mfcc_targets_align_with_model_frames():
+    clips = tone_clips(6, seed=3)
+    model = AutoModel.from_config(TINY_CONFIGS["hubert"]())
+    n_frames = int(model._get_feat_extract_output_lengths(torch.tensor(clips.shape[1])))
+    targets = mfcc_cluster_targets(clips, n_frames=n_frames, n_clusters=5, seed=0)
+    assert targets.shape == (6, n_frames) and targets.dtype == np.int64
+    assert set(np.unique(targets)) <= set(range(5)) and len(np.unique(targets)) > 1
+    np.testing.assert_array_equal(targets, mfcc_cluster_targets(clips, n_frames=n_frames, n_clusters=5, seed=0))
+    # a 250 ms tone covers frames ~0-11: its frames share a cluster more often than frames across tones
+    same_within = np.mean(targets[:, 2:10] == targets[:, 3:11])
+    same_across = np.mean(targets[:, 2:10] == targets[:, 27:35])
+    assert same_within > same_across
+
+
+def test_mix_utterances_energy_ratio():
+    clips = torch.from_numpy(tone_clips(4, seed=5))
+    assert torch.equal(mix_utterances(clips, probability=0.0), clips)
+    mixed = mix_utterances(clips, probability=1.0, energy_ratio_db=(3.0, 3.0), generator=torch.Generator().manual_seed(0))
+    for primary, mix in zip(clips, mixed):
+        added = mix - primary
+        region = added != 0
+        assert region.any() and region.float().mean() <= 0.5 + 1e-6
+        ratio_db = 10 * torch.log10(primary[region].pow(2).sum() / added[region].pow(2).sum())
+        assert abs(float(ratio_db) - 3.0) < 0.1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_time_mask_spans(seed):
+    np.random.seed(seed)
+    mask = sample_time_mask(8, 49, mask_prob=0.65, mask_length=5)
+    assert mask.shape == (8, 49) and mask.dtype == torch.bool
+    assert (mask.sum(1) >= 5).all() and (mask.sum(1) <= int(0.65 * 49 / 5 + 1) * 5).all()
+    with pytest.raises(ValueError, match="mask_length"):
+        sample_time_mask(2, 4, mask_prob=0.5, mask_length=5)
+
+
+def test_unknown_family_is_a_clear_error():
+    with pytest.raises(ValueError, match="Unknown model family 'wav3vec'"):
+        ensure_pretrained("wav3vec")
+
+
+@pytest.fixture
+def tiny_cache(tmp_path, monkeypatch):
+    """A private cache and a tiny pretraining corpus, so nothing here touches the real cache."""
+    monkeypatch.setenv("CONVEXLAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(pretrain_module, "pretraining_waveforms", lambda config: tone_clips(8, seed=config.corpus_seed % 1000))
+    return tmp_path
+
+
+@pytest.mark.parametrize("family", sorted(TINY_CONFIGS))
+def test_saved_folder_loads_and_is_reused(tiny_cache, family, monkeypatch):
+    config = TINY_RUN.replace(steps=2, batch_size=4)
+    model_config = TINY_CONFIGS[family]()
+    path = ensure_pretrained(family, seed=0, config=config, model_config=model_config, progress=False)
+    assert path == pretrained_path(family, seed=0, config=config, model_config=model_config)
+    assert path.is_relative_to(tiny_cache) and path.name.startswith(f"{family}-") and path.name.endswith("-seed0")
+    log = json.loads((path / "training_log.json").read_text())
+    assert [entry["step"] for entry in log["steps"]] == [0, 1] and log["family"] == family
+
+    model = AutoModel.from_pretrained(path)
+    assert model.config.model_type == model_config.model_type
+    assert model.config.num_hidden_layers == model_config.num_hidden_layers
+    with torch.no_grad():
+        hidden = model(torch.from_numpy(tone_clips(2)), output_hidden_states=True).hidden_states
+    assert len(hidden) == model_config.num_hidden_layers + 1
+
+    weights = next(path.glob("*.safetensors"))
+    mtime = weights.stat().st_mtime_ns
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("ensure_pretrained retrained a cached model")
+
+    monkeypatch.setattr(pretrain_module, "pretrain", no_training)
+    assert ensure_pretrained(family, seed=0, config=config, model_config=model_config) == path
+    assert weights.stat().st_mtime_ns == mtime
+    # another seed is another model, so it is not served from this folder
+    assert pretrained_path(family, seed=1, config=config, model_config=model_config) != path
+
+
+def test_interrupted_save_leaves_no_folder(tiny_cache, monkeypatch):
+    config = TINY_RUN.replace(steps=1, batch_size=4)
+    model_config = TINY_CONFIGS["hubert"]()
+
+    def failing_save(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(AutoModel.from_config(model_config)), "save_pretrained", failing_save)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_pretrained("hubert", config=config, model_config=model_config, progress=False)
+    path = pretrained_path("hubert", config=config, model_config=model_config)
+    assert not path.exists()
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(f".{path.name}")]
