@@ -50,4 +50,20 @@ def pytest_collect_file(file_path, parent):
     executed = executed_dir(profile, ROOT) / f"{path.stem}.ipynb"
     if not executed.is_file() or executed.stat().st_mtime < path.stat().st_mtime:
         run_chapter(path.stem, profile=profile, root=ROOT)
-    return IPyNbFile.from_parent(parent, path=executed)
+    return _chapter_notebook_class(IPyNbFile).from_parent(parent, path=path, executed=executed)
+
+
+def _chapter_notebook_class(base):
+    """An nbval notebook item named after the chapter source but reading its executed notebook."""
+    from _pytest.compat import LEGACY_PATH, legacy_path
+
+    class ChapterNotebook(base):
+        def __init__(self, *args, executed: Path, **kwargs):
+            self.executed = executed
+            super().__init__(*args, **kwargs)
+
+        @property
+        def fspath(self) -> LEGACY_PATH:  # nbval reads the notebook (and sets the kernel cwd) from here
+            return legacy_path(self.executed)
+
+    return ChapterNotebook
