@@ -42,6 +42,8 @@ __all__ = [
     "paper_table",
     "dataset_overview",
     "projection_layers",
+    "example_clips",
+    "convexity_change",
 ]
 
 CONCEPTS = ("word", "speaker")  # the two concepts of the paper; each is also a task
@@ -371,3 +373,49 @@ def projection_layers(n_layers: int) -> list[int]:
     if n_layers < 1:
         raise ValueError(f"A model needs at least one transformer layer, got n_layers={n_layers}")
     return sorted({1, max(1, round(n_layers / 2)), n_layers})
+
+
+def example_clips(dataset: Any, *, word: str | None = None, speaker: str | None = None, n: int = 4) -> list[int]:
+    """Indices of ``n`` clips to listen to and look at, chosen deterministically.
+
+    Give ``word`` to get that word said by ``n`` different speakers, or ``speaker`` to get ``n``
+    different words said by that speaker (the first ones in sorted order, first repetition).
+    """
+    if (word is None) == (speaker is None):
+        raise ValueError("example_clips needs exactly one of word= or speaker=")
+    words, speakers = np.asarray(dataset.words), np.asarray(dataset.speakers)
+    fixed, fixed_values, varying = (words, word, speakers) if word is not None else (speakers, speaker, words)
+    candidates = np.flatnonzero(fixed == fixed_values)
+    if candidates.size == 0:
+        what = "word" if word is not None else "speaker"
+        raise ValueError(f"No clip has {what} {fixed_values!r}; choose one of {sorted(set(fixed.tolist()))[:12]} ...")
+    order = sorted(candidates.tolist(), key=lambda i: (varying[i], dataset.clip_ids[i]))
+    chosen, seen = [], set()
+    for index in order:
+        if varying[index] not in seen:
+            seen.add(varying[index])
+            chosen.append(index)
+        if len(chosen) == n:
+            break
+    return chosen
+
+
+def convexity_change(table: pd.DataFrame) -> pd.DataFrame:
+    """How finetuning moved convexity: one row per model, task (finetuned for) and concept.
+
+    ``table`` is a :func:`before_after_convexity` table. Columns: model, family, task, concept,
+    last_before / last_after (convexity at the last layer, pretrained / finetuned),
+    last_change (after − before), best_before / best_after (most convex layer).
+    """
+    rows = []
+    for (model, family, task, concept), curves in table.groupby(["model", "family", "task", "concept"], sort=False):
+        before = curves[curves["stage"] == "pretrained"].sort_values("layer")
+        after = curves[curves["stage"] == "finetuned"].sort_values("layer")
+        rows.append({
+            "model": model, "family": family, "task": task, "concept": concept,
+            "last_before": float(before["score"].iloc[-1]), "last_after": float(after["score"].iloc[-1]),
+            "last_change": float(after["score"].iloc[-1] - before["score"].iloc[-1]),
+            "best_before": int(before.loc[before["score"].idxmax(), "layer"]),
+            "best_after": int(after.loc[after["score"].idxmax(), "layer"]),
+        })
+    return pd.DataFrame(rows)
