@@ -1,0 +1,441 @@
+"""The four self-supervised speech model families, and one way to load any of them.
+
+A model is named by a Hugging Face hub id (``facebook/wav2vec2-base``), a local folder written by
+``save_pretrained``, or a *miniature* name (``mini-wav2vec2``, ``mini-wavlm``, ``mini-hubert``,
+``mini-ccc-wav2vec2``): the same architecture class as the base checkpoint with a few narrow
+layers, for the lite profile and the tests. Every model comes back in eval mode with layerdrop 0,
+so that layer ``l`` of a run is always the same function of the input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import transformers
+from transformers import (
+    AutoConfig,
+    AutoFeatureExtractor,
+    AutoModel,
+    AutoModelForAudioClassification,
+    HubertConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+    Wav2Vec2Config,
+    Wav2Vec2FeatureExtractor,
+    WavLMConfig,
+)
+
+from convexlab.data import SAMPLE_RATE
+
+__all__ = [
+    "ModelFamily",
+    "FAMILIES",
+    "MINIATURE_NAMES",
+    "CheckpointUnavailableError",
+    "base_config",
+    "miniature_config",
+    "family_of",
+    "load_model",
+    "feature_extractor_for",
+    "torch_dtype",
+]
+
+TASKS = ("word", "speaker")  # tasks that get a classification head
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    name: str  # family name used throughout convexlab: "wav2vec2", "wavlm", "hubert", "ccc-wav2vec2"
+    base_id: str  # hub id of the 12-layer base checkpoint the paper uses
+    large_id: str | None  # hub id of the 24-layer checkpoint, None where the family has none
+    model_type: str  # transformers model_type of the architecture ("wav2vec2", "wavlm", "hubert")
+    miniature_name: str  # name of the small same-architecture model for the lite profile and tests
+
+
+FAMILIES: dict[str, ModelFamily] = {
+    family.name: family
+    for family in (
+        ModelFamily("wav2vec2", "facebook/wav2vec2-base", "facebook/wav2vec2-large", "wav2vec2", "mini-wav2vec2"),
+        ModelFamily("wavlm", "microsoft/wavlm-base", "microsoft/wavlm-large", "wavlm", "mini-wavlm"),
+        ModelFamily("hubert", "facebook/hubert-base-ls960", "facebook/hubert-large-ll60k", "hubert", "mini-hubert"),
+        # ccc-wav2vec 2.0 changes the pretraining loss, not the network: its checkpoint is a wav2vec2 model.
+        ModelFamily("ccc-wav2vec2", "vasista22/ccc-wav2vec2-base", None, "wav2vec2", "mini-ccc-wav2vec2"),
+    )
+}
+MINIATURE_NAMES: dict[str, str] = {family.miniature_name: family.name for family in FAMILIES.values()}
+
+_CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
+    "wav2vec2": Wav2Vec2Config,
+    "wavlm": WavLMConfig,
+    "hubert": HubertConfig,
+}
+
+# The miniature: same classes and same conv strides (20 ms frames at 16 kHz) as the base models,
+# narrow enough that a batch of 16 one-second clips runs in a few tens of milliseconds on a CPU.
+_MINIATURE_SIZE = dict(
+    hidden_size=64,
+    num_hidden_layers=6,
+    num_attention_heads=4,
+    intermediate_size=192,
+    conv_dim=(64, 64, 64, 64, 64, 64, 64),
+    conv_stride=(5, 2, 2, 2, 2, 2, 2),
+    conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+    classifier_proj_size=64,
+)
+# Only the wav2vec2-style quantiser has these; they size the pretraining head, not the encoder.
+_MINIATURE_QUANTISER = dict(
+    num_codevector_groups=2,
+    num_codevectors_per_group=64,
+    codevector_dim=64,
+    proj_codevector_dim=64,
+)
+FAMILY_CONFIG_KEY = "convexlab_family"  # extra config field that records a miniature's family
+
+
+def _family(name: str) -> ModelFamily:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"Unknown model family {name!r}; choose one of {sorted(FAMILIES)}") from None
+
+
+def base_config(family: str) -> PretrainedConfig:
+    """The architecture of ``family``'s base checkpoint, built locally (no download).
+
+    The library defaults of Wav2Vec2Config / WavLMConfig / HubertConfig are the base models'
+    shapes (12 layers, width 768, group-norm feature extractor), so a model built from this
+    config costs exactly what the real checkpoint costs.
+    """
+    spec = _family(family)
+    config = _CONFIG_CLASSES[spec.model_type](layerdrop=0.0)
+    setattr(config, FAMILY_CONFIG_KEY, spec.name)
+    return config
+
+
+def miniature_config(family: str) -> PretrainedConfig:
+    """A small config of ``family``'s architecture: 6 layers of width 64, same 20 ms frames.
+
+    Like the base checkpoints it uses the group-norm feature extractor and post-layer-norm
+    transformer (``do_stable_layer_norm=False``).
+    """
+    spec = _family(family)
+    extra = _MINIATURE_QUANTISER if spec.model_type == "wav2vec2" else {}
+    config = _CONFIG_CLASSES[spec.model_type](
+        **_MINIATURE_SIZE,
+        **extra,
+        feat_extract_norm="group",
+        do_stable_layer_norm=False,
+        layerdrop=0.0,
+    )
+    setattr(config, FAMILY_CONFIG_KEY, spec.name)
+    return config
+
+
+def family_of(name_or_model: str | os.PathLike | PreTrainedModel | PretrainedConfig) -> str:
+    """The family name of a miniature name, hub id, local folder, model or config.
+
+    Raises ``ValueError`` when the architecture is none of the four families.
+    """
+    if isinstance(name_or_model, PreTrainedModel):
+        return _family_of_config(name_or_model.config)
+    if isinstance(name_or_model, PretrainedConfig):
+        return _family_of_config(name_or_model)
+    name = str(name_or_model)
+    if name in MINIATURE_NAMES:
+        return MINIATURE_NAMES[name]
+    for family in FAMILIES.values():
+        if name in (family.base_id, family.large_id):
+            return family.name
+    config_file = Path(name).expanduser() / "config.json"
+    if config_file.is_file():
+        config = json.loads(config_file.read_text())
+        return _family_of_config_dict(config, name)
+    if "ccc" in name.lower():
+        return "ccc-wav2vec2"
+    for family in ("wavlm", "hubert", "wav2vec2"):
+        if family in name.lower():
+            return family
+    raise ValueError(
+        f"Cannot tell the model family of {name!r}: it is not a miniature name {sorted(MINIATURE_NAMES)}, "
+        f"not a known hub id, and not a folder with a config.json. Pass one of those."
+    )
+
+
+def _family_of_config(config: PretrainedConfig) -> str:
+    return _family_of_config_dict(config.to_dict(), getattr(config, "_name_or_path", ""))
+
+
+def _family_of_config_dict(config: dict, name: str) -> str:
+    if config.get(FAMILY_CONFIG_KEY) in FAMILIES:
+        return config[FAMILY_CONFIG_KEY]
+    model_type = config.get("model_type")
+    if model_type == "wav2vec2" and "ccc" in str(name).lower():
+        return "ccc-wav2vec2"
+    for family in FAMILIES.values():
+        if family.model_type == model_type and family.name != "ccc-wav2vec2":
+            return family.name
+    raise ValueError(
+        f"{name or 'This model'} has model_type {model_type!r}, which is none of the families "
+        f"{sorted(FAMILIES)}; convexlab supports wav2vec2, WavLM and HuBERT architectures."
+    )
+
+
+def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``torch.float32`` from ``"float32"`` (or a torch dtype, returned as is)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    allowed = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    try:
+        return allowed[str(dtype).removeprefix("torch.")]
+    except KeyError:
+        raise ValueError(f"Unsupported dtype {dtype!r}; use one of {sorted(allowed)}") from None
+
+
+class CheckpointUnavailableError(FileNotFoundError):
+    """A hub checkpoint that is neither in the local Hugging Face cache nor downloadable now."""
+
+
+def _unavailable_message(model_id: str, reason: BaseException) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    why = "HF_HUB_OFFLINE is set and it is not in the local cache" if offline else "it could not be downloaded"
+    return (
+        f"Could not load the checkpoint {model_id!r}: {why} ({type(reason).__name__}: {reason}).\n"
+        f"Ways to provide it:\n"
+        f"  1. on a machine with network access, load it once (unset HF_HUB_OFFLINE) so it lands in the "
+        f"Hugging Face cache;\n"
+        f"  2. elsewhere run `hf download {model_id}` (or `huggingface-cli download {model_id}`), copy the "
+        f"cache here and set HF_HOME to it;\n"
+        f"  3. pass a local folder holding its config.json and weights: load_model('/path/to/folder');\n"
+        f"  4. or use a miniature model ({', '.join(MINIATURE_NAMES)}) that needs no download."
+    )
+
+
+def _model_class(task: str | None, num_labels: int | None):
+    if task is None:
+        if num_labels is not None:
+            raise ValueError("num_labels needs a task: pass task='word' or task='speaker' (or drop num_labels)")
+        return AutoModel
+    if task not in TASKS:
+        raise ValueError(f"Unknown task {task!r}; use one of {TASKS} (or task=None for the bare encoder)")
+    if num_labels is None or num_labels < 2:
+        raise ValueError(f"task={task!r} needs num_labels >= 2 (the number of classes), got {num_labels!r}")
+    return AutoModelForAudioClassification
+
+
+def _config_overrides(
+    base_layers: int, *, num_layers: int | None, task: str | None, num_labels: int | None,
+    label_names: Sequence[str] | None,
+) -> dict:
+    overrides: dict = {"layerdrop": 0.0}
+    if num_layers is not None:
+        if not 1 <= num_layers <= base_layers:
+            raise ValueError(
+                f"num_layers={num_layers} is outside 1..{base_layers} (the model has {base_layers} transformer "
+                f"layers); pass a depth in that range"
+            )
+        overrides["num_hidden_layers"] = int(num_layers)
+    if task is not None:
+        if label_names is None:
+            label_names = [f"LABEL_{i}" for i in range(num_labels)]
+        if len(label_names) != num_labels:
+            raise ValueError(f"label_names has {len(label_names)} names but num_labels={num_labels}; make them agree")
+        # num_labels follows from id2label; setting both keeps transformers from resetting one of them
+        overrides["id2label"] = {i: str(name) for i, name in enumerate(label_names)}
+        overrides["label2id"] = {str(name): i for i, name in enumerate(label_names)}
+        overrides["num_labels"] = int(num_labels)
+    return overrides
+
+
+def _finish(model: PreTrainedModel, device: str | torch.device, dtype: torch.dtype) -> PreTrainedModel:
+    model.config.layerdrop = 0.0
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    *,
+    task: str | None = None,
+    num_labels: int | None = None,
+    num_layers: int | None = None,
+    pretrained: bool = True,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = torch.float32,
+    seed: int = 0,
+    label_names: Sequence[str] | None = None,
+    revision: str | None = None,
+) -> PreTrainedModel:
+    """Load a model in eval mode with layerdrop 0.
+
+    ``name_or_path``: a miniature name, a hub id, or a local ``save_pretrained`` folder.
+    ``task=None`` gives the bare encoder (``AutoModel``); ``task="word"|"speaker"`` with
+    ``num_labels`` gives ``AutoModelForAudioClassification`` (a fresh head). ``num_layers=L``
+    keeps transformer layers 1..L (``num_hidden_layers=L``), i.e. the model pruned at layer L.
+    Miniatures: ``pretrained=True`` loads the self-supervised miniature from
+    :func:`convexlab.pretrain.ensure_pretrained`; ``pretrained=False`` builds random weights from
+    ``seed`` (the same seed gives the same weights, and ``num_layers=L`` gives exactly the first L
+    layers of the full random model). Hub checkpoints honour ``HF_HUB_OFFLINE``; one that cannot be
+    found raises :class:`CheckpointUnavailableError` saying how to provide it.
+    """
+    dtype = torch_dtype(dtype)
+    model_class = _model_class(task, num_labels)
+    name = str(name_or_path)
+    if name in MINIATURE_NAMES:
+        family = MINIATURE_NAMES[name]
+        config = miniature_config(family)
+        overrides = _config_overrides(
+            config.num_hidden_layers, num_layers=num_layers, task=task, num_labels=num_labels, label_names=label_names
+        )
+        folder = _pretrained_miniature(family, seed=seed) if pretrained else None
+        if folder is None:
+            model = _random_model(model_class, config, overrides, seed=seed)
+            model.config._name_or_path = name
+            return _finish(model, device, dtype)
+        name = str(folder)
+    elif not pretrained:
+        return _finish(_random_from_checkpoint_config(name, model_class, num_layers, task, num_labels, label_names,
+                                                      seed=seed, revision=revision), device, dtype)
+    return _finish(
+        _from_pretrained(name, model_class, num_layers=num_layers, task=task, num_labels=num_labels,
+                         label_names=label_names, dtype=dtype, revision=revision),
+        device,
+        dtype,
+    )
+
+
+def _pretrained_miniature(family: str, *, seed: int) -> Path | None:
+    try:
+        from convexlab.pretrain import ensure_pretrained
+    except (ImportError, AttributeError):
+        warnings.warn(
+            f"convexlab.pretrain.ensure_pretrained is not available, so the miniature {family!r} model is "
+            f"UNTRAINED (random weights, seed {seed}); its layers carry no learned structure.",
+            stacklevel=3,
+        )
+        return None
+    return Path(ensure_pretrained(family, seed=seed))
+
+
+def _random_model(model_class, config: PretrainedConfig, overrides: dict, *, seed: int) -> PreTrainedModel:
+    """Random weights from ``seed``; a shallower model takes the first layers of the full one."""
+    full_config = config.__class__.from_dict({**config.to_dict(), **{k: v for k, v in overrides.items()
+                                                                      if k != "num_hidden_layers"}})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class.from_config(full_config)
+    depth = overrides.get("num_hidden_layers")
+    if depth is None or depth == full_config.num_hidden_layers:
+        return model
+    shallow_config = full_config.__class__.from_dict({**full_config.to_dict(), "num_hidden_layers": depth})
+    with torch.random.fork_rng(devices=[]):
+        shallow = model_class.from_config(shallow_config)
+    full_state = model.state_dict()
+    missing = [key for key in shallow.state_dict() if key not in full_state]
+    if missing:  # would mean the architecture names its layers differently than we assume
+        raise RuntimeError(f"Could not map the shallow model's weights {missing[:3]} onto the full model's")
+    shallow.load_state_dict({key: full_state[key] for key in shallow.state_dict()})
+    return shallow
+
+
+def _is_local(name: str) -> bool:
+    return Path(name).expanduser().is_dir()
+
+
+def _looks_like_path(name: str) -> bool:
+    # hub ids are "name" or "org/name"; anything else that is not a folder is a missing path
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _from_pretrained(name, model_class, *, num_layers, task, num_labels, label_names, dtype, revision):
+    if not _is_local(name) and _looks_like_path(name):
+        raise FileNotFoundError(
+            f"Model folder {name!r} does not exist. Pass an existing save_pretrained folder, a hub id such as "
+            f"{FAMILIES['wav2vec2'].base_id!r}, or a miniature name {sorted(MINIATURE_NAMES)}."
+        )
+    if _is_local(name):
+        name = str(Path(name).expanduser())
+        if not (Path(name) / "config.json").is_file():
+            raise FileNotFoundError(
+                f"Model folder {name!r} has no config.json; pass a folder written by save_pretrained "
+                f"(config.json + model.safetensors)."
+            )
+    try:
+        config = AutoConfig.from_pretrained(name, revision=revision)
+        overrides = _config_overrides(
+            config.num_hidden_layers, num_layers=num_layers, task=task, num_labels=num_labels, label_names=label_names
+        )
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        with _quiet_transformers():
+            # Loading fewer layers or a fresh head reports the unused/new weights; that is intended here.
+            return model_class.from_pretrained(name, config=config, dtype=dtype, revision=revision)
+    except OSError as err:
+        if _is_local(name):
+            raise
+        raise CheckpointUnavailableError(_unavailable_message(name, err)) from err
+
+
+def _random_from_checkpoint_config(name, model_class, num_layers, task, num_labels, label_names, *, seed, revision):
+    """Random weights with a hub checkpoint's architecture (its config only is fetched)."""
+    try:
+        config = AutoConfig.from_pretrained(name, revision=revision)
+    except OSError as err:
+        if _is_local(name):
+            raise
+        raise CheckpointUnavailableError(_unavailable_message(name, err)) from err
+    overrides = _config_overrides(
+        config.num_hidden_layers, num_layers=num_layers, task=task, num_labels=num_labels, label_names=label_names
+    )
+    model = _random_model(model_class, config, overrides, seed=seed)
+    model.config._name_or_path = name
+    return model
+
+
+class _quiet_transformers:
+    """Silence transformers' load report for the duration of a block."""
+
+    def __enter__(self):
+        self.level = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()
+
+    def __exit__(self, *exc):
+        transformers.logging.set_verbosity(self.level)
+
+
+def feature_extractor_for(name_or_model: str | os.PathLike | PreTrainedModel) -> Wav2Vec2FeatureExtractor:
+    """How raw audio is turned into ``input_values`` for this model.
+
+    The checkpoint's own ``preprocessor_config.json`` when it has one (it says whether clips are
+    normalised to zero mean and unit variance, and whether the model expects an attention mask).
+    Otherwise HF's convention for the architecture: group-norm feature extractors (all base
+    models and the miniatures) take raw audio without a mask; layer-norm ones normalise and mask.
+    """
+    config = name_or_model.config if isinstance(name_or_model, PreTrainedModel) else None
+    source = getattr(config, "_name_or_path", "") if config is not None else str(name_or_model)
+    if source and source not in MINIATURE_NAMES:
+        try:
+            return AutoFeatureExtractor.from_pretrained(source)
+        except (OSError, ValueError) as err:
+            if not _is_local(source):  # a local folder without one (a miniature) is expected
+                warnings.warn(
+                    f"No preprocessor config for {source!r} ({err}); assuming HF's convention for its "
+                    f"architecture. Download it with the model to use the checkpoint's own settings.",
+                    stacklevel=2,
+                )
+    if config is None and source in MINIATURE_NAMES:
+        config = miniature_config(MINIATURE_NAMES[source])
+    layer_norm = getattr(config, "feat_extract_norm", "group") == "layer"
+    return Wav2Vec2FeatureExtractor(
+        feature_size=1,
+        sampling_rate=SAMPLE_RATE,
+        padding_value=0.0,
+        do_normalize=layer_norm,
+        return_attention_mask=layer_norm,
+    )
