@@ -44,6 +44,8 @@ __all__ = [
     "projection_layers",
     "example_clips",
     "convexity_change",
+    "paper_best_layers",
+    "pruning_vs_paper",
 ]
 
 CONCEPTS = ("word", "speaker")  # the two concepts of the paper; each is also a task
@@ -126,48 +128,37 @@ def dataset_overview(profile: Profile | str) -> pd.DataFrame:
 
 
 def _finetune_kwargs(profile: Profile) -> dict[str, Any]:
+    """What decides a profile's finetuning run (part of the finetuned convexity cache key)."""
     return {
         "epochs": profile.finetune_epochs,
         "batch_size": profile.finetune_batch_size,
         "learning_rate": profile.learning_rate,
+        "max_train_per_class": profile.max_train_per_class,
         "seed": profile.seed,
         "device": profile.device,
     }
 
 
 def finetuned_model(model_name: str, task: str, profile: Profile | str, *, num_layers: int | None = None):
-    """Finetune ``model_name`` (optionally pruned to ``num_layers``) on ``task``; returns (model, result).
+    """The run of ``model_name`` (optionally pruned to ``num_layers``) finetuned on ``task``.
 
-    The run is cached by :func:`convexlab.finetune.finetune`, so this is cheap once done; the
-    training data is the task's train split, capped at ``profile.max_train_per_class``.
+    A :class:`convexlab.finetune.FinetuneResult` (accuracy, training time, ``model_dir``). The
+    run is cached by :mod:`convexlab.finetune`, so chapters 5 and 6 share it.
     """
-    from convexlab.finetune import finetune
-    from convexlab.models import load_model
+    from convexlab.finetune import finetune_for_profile
 
-    profile = as_profile(profile)
-    result = finetune(model_name, _training_dataset(task, profile), num_layers=num_layers,
-                      **_finetune_kwargs(profile))
-    model = load_model(str(result.model_dir), device=profile.device)
-    return model, result
-
-
-def _training_dataset(task: str, profile: Profile):
-    from convexlab.data import load_task
-
-    dataset = load_task(_check_concept(task), profile)
-    if profile.max_train_per_class is not None:
-        return dataset.subsample(profile.max_train_per_class, seed=profile.seed)
-    return dataset
+    return finetune_for_profile(model_name, _check_concept(task), as_profile(profile), num_layers=num_layers)
 
 
 def model_embeddings(model_name: str, dataset: Any, profile: Profile | str, *, stage: str = "pretrained",
                      task: str | None = None):
     """Layer-wise mean-pooled embeddings, a :class:`convexlab.extract.LayerEmbeddings`.
 
-    ``embeddings`` has shape (L + 1, N, D). ``stage="finetuned"`` uses the model finetuned on
-    ``task`` (which must then be given).
+    ``embeddings`` has shape (L + 1, N, D). ``stage="finetuned"`` uses the encoder of the model
+    finetuned on ``task`` (which must then be given).
     """
-    from convexlab.extract import extract_layers, layer_embeddings
+    from convexlab.extract import layer_embeddings
+    from convexlab.finetune import finetuned_layer_embeddings
 
     profile = as_profile(profile)
     if _check_stage(stage) == "pretrained":
@@ -175,16 +166,16 @@ def model_embeddings(model_name: str, dataset: Any, profile: Profile | str, *, s
                                 dtype=profile.dtype, batch_size=profile.batch_size)
     if task is None:
         raise ValueError("model_embeddings(stage='finetuned') needs task='word' or 'speaker': the task it was finetuned on")
-    model, _ = finetuned_model(model_name, task, profile)
-    return extract_layers(model, dataset, batch_size=profile.batch_size, device=profile.device,
-                          dtype=profile.dtype, cache=True)
+    run = finetuned_model(model_name, task, profile)
+    return finetuned_layer_embeddings(run, dataset, batch_size=profile.batch_size, device=profile.device,
+                                      dtype=profile.dtype)
 
 
 # --------------------------------------------------------------------------- convexity tables
 
 
 def _convexity_key(model_name: str, task: str, concept: str, stage: str, dataset: Any, profile: Profile) -> str:
-    finetuning = _finetune_kwargs(profile) | {"max_train_per_class": profile.max_train_per_class} if stage == "finetuned" else None
+    finetuning = _finetune_kwargs(profile) if stage == "finetuned" else None
     return stable_hash(
         _CACHE_VERSION, model_name, task, concept, stage, dataset.content_hash(),
         profile.n_neighbors, profile.max_pairs, profile.n_bootstrap, profile.seed, finetuning,
@@ -293,10 +284,10 @@ def pruning_results(profile: Profile | str, *, tasks: Sequence[str] = CONCEPTS) 
 
     One row per model and task: model, family, task, layer (kept), n_layers (of the full
     model), accuracy_full, accuracy_pruned, accuracy_change (pruned − full, absolute),
-    train_time_change and inference_time_change (relative: −0.25 = 25 % faster), and
-    parameters_change (relative). Changes are fractions, not percent.
+    train_time_change and inference_time_change (relative: −0.25 = 25 % faster),
+    parameters_change and flops_change (relative). Changes are fractions, not percent.
     """
-    from convexlab.finetune import compare_pruned
+    from convexlab.compare import compare_pruned
 
     profile = as_profile(profile)
     rows = []
@@ -311,7 +302,7 @@ def pruning_results(profile: Profile | str, *, tasks: Sequence[str] = CONCEPTS) 
 def _comparison_row(comparison: Any) -> dict[str, Any]:
     data = comparison.to_dict() if hasattr(comparison, "to_dict") else dataclasses.asdict(comparison)
     wanted = ["layer", "n_layers", "accuracy_full", "accuracy_pruned", "accuracy_change",
-              "train_time_change", "inference_time_change", "parameters_change"]
+              "train_time_change", "inference_time_change", "parameters_change", "flops_change"]
     return {key: data.get(key) for key in wanted}
 
 
@@ -419,3 +410,30 @@ def convexity_change(table: pd.DataFrame) -> pd.DataFrame:
             "best_after": int(after.loc[after["score"].idxmax(), "layer"]),
         })
     return pd.DataFrame(rows)
+
+
+def paper_best_layers() -> pd.DataFrame:
+    """The most convex layers the paper reports (Dorszewski et al. 2024), for comparison.
+
+    Columns: source, concept, model_size, best_layer, n_layers, relative_depth. The *paper's*
+    numbers, for the base (12-layer) and large (24-layer) models.
+    """
+    rows = [("word", "base", 8, 12), ("speaker", "base", 2, 12), ("word", "large", 15, 24), ("speaker", "large", 4, 24)]
+    return pd.DataFrame(
+        [{"source": "paper (reported)", "concept": concept, "model_size": size, "best_layer": best,
+          "n_layers": n, "relative_depth": best / n} for concept, size, best, n in rows]
+    )
+
+
+def pruning_vs_paper(results: pd.DataFrame, profile: Profile | str) -> pd.DataFrame:
+    """This book's pruning results (mean over its models) beside the paper's, one row per source and task.
+
+    ``results``: a :func:`pruning_results` table. Columns: source, task, accuracy_change,
+    train_time_change, inference_time_change (fractions). The paper's rows are its reported
+    figures, labelled as such.
+    """
+    profile = as_profile(profile)
+    metrics = ["accuracy_change", "train_time_change", "inference_time_change"]
+    ours = results.groupby("task", sort=False)[metrics].mean().reset_index()
+    ours.insert(0, "source", f"this book, {profile.name} profile (mean of {results['model'].nunique()} models)")
+    return pd.concat([ours, paper_table()[["source", "task", *metrics]]], ignore_index=True)
