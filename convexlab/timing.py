@@ -27,7 +27,7 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ __all__ = [
     "TrainingTiming",
     "TrainingTimer",
     "measure_inference",
+    "compare_inference",
     "flops_per_clip",
     "timing_context",
     "resolve_dtype",
@@ -208,35 +209,9 @@ def flops_per_clip(model: nn.Module, *, clip_seconds: float = 1.0, device="cpu",
     return float(counter.get_total_flops())
 
 
-def measure_inference(
-    model: nn.Module,
-    *,
-    batch_size: int = 8,
-    n_repeats: int = 5,
-    n_warmup: int = 2,
-    clip_seconds: float = 1.0,
-    device: str | torch.device = "cpu",
-    dtype: str | torch.dtype = torch.float32,
-    seed: int = 0,
-) -> InferenceTiming:
-    """Time ``model``'s forward pass on a batch of ``batch_size`` clips of ``clip_seconds``.
-
-    The model is put in eval mode and moved to ``device`` and ``dtype`` in place. Input: seeded
-    noise of shape (batch_size, clip_seconds * 16000). The defaults are sized for the lite book
-    (a few seconds per miniature model on a small CPU); the paper's setting is
-    ``batch_size=32, n_repeats=20, n_warmup=3`` on a GPU.
-    """
-    if batch_size < 1 or n_repeats < 1 or n_warmup < 0:
-        raise ValueError(
-            f"Need batch_size >= 1, n_repeats >= 1 and n_warmup >= 0; got batch_size={batch_size}, "
-            f"n_repeats={n_repeats}, n_warmup={n_warmup}"
-        )
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} was requested but CUDA is not available; use device='cpu'")
-    dtype = resolve_dtype(dtype)
-    model = model.eval().to(device=device, dtype=dtype)
-    clips = _random_clips(batch_size, clip_seconds, device=device, dtype=dtype, seed=seed)
+def _timed_forwards(model: nn.Module, clips: torch.Tensor, *, device: torch.device, n_warmup: int,
+                    n_repeats: int) -> tuple[list[float], int | None]:
+    """``n_warmup`` untimed then ``n_repeats`` timed forward passes; (seconds of each, peak memory)."""
 
     def forward() -> float:
         _synchronize(device)
@@ -257,11 +232,63 @@ def measure_inference(
             for _ in range(n_warmup):
                 forward()
             repeats = [forward() for _ in range(n_repeats)]
-    if device.type == "cuda":
-        peak, memory_kind = int(torch.cuda.max_memory_allocated(device)), "cuda_max_allocated"
-    else:
-        peak, memory_kind = sampler.peak_growth, "cpu_rss_growth_sampled"
+    peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else sampler.peak_growth
+    return repeats, peak
 
+
+def compare_inference(
+    models: Mapping[str, nn.Module],
+    *,
+    batch_size: int = 8,
+    n_repeats: int = 6,
+    rounds: int = 2,
+    n_warmup: int = 2,
+    clip_seconds: float = 1.0,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = torch.float32,
+    seed: int = 0,
+) -> dict[str, InferenceTiming]:
+    """Time several models on the same batch, interleaved: ``rounds`` rounds, each giving every
+    model ``n_repeats / rounds`` timed passes (warm-up before each model's first round and one
+    pass before the others), so a drift of the machine's speed affects all models alike.
+
+    Models are put in eval mode and moved to ``device`` and ``dtype`` in place. Input: seeded
+    noise of shape (batch_size, clip_seconds * 16000). Returns one :class:`InferenceTiming` per
+    model, under the same names.
+    """
+    if batch_size < 1 or n_repeats < 1 or n_warmup < 0 or rounds < 1:
+        raise ValueError(
+            f"Need batch_size >= 1, n_repeats >= 1, rounds >= 1 and n_warmup >= 0; got batch_size={batch_size}, "
+            f"n_repeats={n_repeats}, rounds={rounds}, n_warmup={n_warmup}"
+        )
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} was requested but CUDA is not available; use device='cpu'")
+    dtype = resolve_dtype(dtype)
+    models = {name: model.eval().to(device=device, dtype=dtype) for name, model in models.items()}
+    clips = _random_clips(batch_size, clip_seconds, device=device, dtype=dtype, seed=seed)
+    per_round = [n_repeats // rounds + (1 if r < n_repeats % rounds else 0) for r in range(rounds)]
+    repeats: dict[str, list[float]] = {name: [] for name in models}
+    peaks: dict[str, list[int]] = {name: [] for name in models}
+    for round_index, count in enumerate(per_round):
+        if count == 0:
+            continue
+        for name, model in models.items():
+            times, peak = _timed_forwards(model, clips, device=device, n_repeats=count,
+                                          n_warmup=n_warmup if round_index == 0 else 1)
+            repeats[name] += times
+            if peak is not None:
+                peaks[name].append(peak)
+    context = timing_context(device=device, dtype=dtype, batch_size=batch_size)
+    return {
+        name: _summarise(model, repeats[name], max(peaks[name]) if peaks[name] else None, batch_size=batch_size,
+                         clip_seconds=clip_seconds, n_warmup=n_warmup, device=device, dtype=dtype,
+                         context=context | {"rounds": rounds})
+        for name, model in models.items()
+    }
+
+
+def _summarise(model, repeats, peak, *, batch_size, clip_seconds, n_warmup, device, dtype, context) -> InferenceTiming:
     median = statistics.median(repeats)
     q25, q75 = np.percentile(repeats, [25, 75])
     try:
@@ -278,12 +305,35 @@ def measure_inference(
         clip_seconds=clip_seconds,
         n_warmup=n_warmup,
         peak_memory_bytes=peak,
-        memory_kind=memory_kind,
+        memory_kind="cuda_max_allocated" if device.type == "cuda" else "cpu_rss_growth_sampled",
         n_parameters=count_parameters(model),
         n_layers=n_layers,
         flops_per_clip=flops_per_clip(model, clip_seconds=clip_seconds, device=device, dtype=dtype),
-        context=timing_context(device=device, dtype=dtype, batch_size=batch_size),
+        context=context,
     )
+
+
+def measure_inference(
+    model: nn.Module,
+    *,
+    batch_size: int = 8,
+    n_repeats: int = 5,
+    n_warmup: int = 2,
+    clip_seconds: float = 1.0,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = torch.float32,
+    seed: int = 0,
+) -> InferenceTiming:
+    """Time ``model``'s forward pass on a batch of ``batch_size`` clips of ``clip_seconds``.
+
+    The model is put in eval mode and moved to ``device`` and ``dtype`` in place. Input: seeded
+    noise of shape (batch_size, clip_seconds * 16000). The defaults are sized for the lite book
+    (a second or two per miniature model on a small CPU); the paper's setting is
+    ``batch_size=32, n_repeats=20, n_warmup=3`` on a GPU.
+    """
+    return compare_inference({"model": model}, batch_size=batch_size, n_repeats=n_repeats, rounds=1,
+                             n_warmup=n_warmup, clip_seconds=clip_seconds, device=device, dtype=dtype,
+                             seed=seed)["model"]
 
 
 class TrainingTimer(TrainerCallback):

@@ -1,0 +1,529 @@
+"""Finetune a speech model for the word or speaker task with the Hugging Face ``Trainer``.
+
+The model is ``AutoModelForAudioClassification`` (through :func:`convexlab.models.load_model`):
+a linear projection and classifier on the mean over time of the last layer's output, masked
+where there is padding (``use_weighted_layer_sum=False``). The CNN feature encoder is frozen, as
+is common practice when finetuning these models. A pruned run (``num_layers=L``) loads the same
+pretrained model and applies :func:`convexlab.prune.prune` before training, so it starts from
+exactly the full model's first L layers and the same classification head (the head is
+initialised from ``seed``, independently of the model's depth).
+
+Fair comparison of full and pruned runs: both use the same training clips, the same seed and
+``data_seed``, so the Trainer's seedable sampler draws the same batches in the same order; every
+run records the clip ids of each batch it trained on (``batch_ids.json`` in the run folder, and
+their digest in :attr:`FinetuneResult.batch_ids_digest`), so that can be checked, not assumed.
+
+Where things go: each run has a folder ``cache_path("runs", <name>-<key>)`` (or ``output_dir``)
+whose key hashes the model's identity (name, revision or weights hash), the task, the depth, the
+dataset's content hash, every hyper-parameter and the seed. It holds ``checkpoints/`` while
+training (an interrupted run resumes from the last epoch's checkpoint), then ``model/`` (the
+finetuned model, ``from_pretrained``-ready), ``batch_ids.json`` and, written last,
+``result.json``. A second call with the same inputs finds ``result.json`` and returns at once.
+
+Several GPUs: the Trainer handles data-parallel runs. Launch the same command under
+``torchrun`` or ``accelerate`` and each process trains on its share of every batch::
+
+    torchrun --nproc_per_node 4 -m convexlab prune-compare --model facebook/hubert-base-ls960 \\
+        --task speaker --layer 2 --profile paper
+    accelerate launch --num_processes 4 -m convexlab prune-compare ...
+
+``batch_size`` is per device, so 4 GPUs at ``batch_size=8`` train with batches of 32; only the
+main process writes the model and results. (Coded against the Trainer's documented behaviour;
+the project's CI runs on one device.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from convexlab.cache import atomic_dir, cache_path, load_json, save_json, stable_hash
+from convexlab.prune import count_parameters, num_transformer_layers, prune
+from convexlab.timing import TrainingTimer, TrainingTiming, timing_context
+
+__all__ = [
+    "FinetuneResult",
+    "finetune",
+    "finetune_for_profile",
+    "training_dataset",
+    "load_batch_ids",
+    "finetuned_layer_embeddings",
+]
+
+FINETUNE_VERSION = 1  # bump when training changes meaning, so cached runs are not reused
+_TASKS = ("word", "speaker")
+BATCH_IDS_FILE = "batch_ids.json"
+RESULT_FILE = "result.json"
+
+
+@dataclass
+class FinetuneResult:
+    """What one finetuning run produced and what it cost."""
+
+    model_name: str  # what was finetuned (miniature name, hub id or folder)
+    task: str  # "word" or "speaker"
+    num_layers: int  # transformer layers of the finetuned model (after pruning, if any)
+    pruned: bool  # True if layers were removed before finetuning
+    model_dir: Path  # the finetuned model, loadable with from_pretrained / convexlab.models.load_model
+    run_dir: Path  # the run folder: model/, batch_ids.json, result.json (checkpoints/ while training)
+    accuracy: float  # accuracy on the evaluation split, in [0, 1]
+    macro_f1: float  # macro-averaged F1 over the evaluation split's classes (sklearn)
+    eval_loss: float  # cross-entropy on the evaluation split
+    chance_accuracy: float  # accuracy of always answering the evaluation split's most frequent class
+    n_train: int  # training clips
+    n_eval: int  # evaluation clips
+    n_classes: int  # classes of the task
+    n_parameters: int  # parameters of the finetuned model
+    train_seconds: float  # wall time of Trainer.train
+    seconds_per_epoch: float  # train_seconds / epochs
+    seconds_per_sample: float  # train_seconds / training samples processed
+    training: TrainingTiming  # the full training-time record, with its context
+    history: list[dict]  # Trainer's log history (loss, learning rate, grad norm per logging step)
+    batch_ids_digest: str  # hash of the clip ids of every training batch, in order
+    n_batches: int  # training batches recorded
+    hyperparameters: dict  # epochs, batch size, learning rate, ... as passed
+    key: str  # cache key of this run
+    context: dict = field(default_factory=dict)  # device, dtype, versions, dataset hash, splits
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["model_dir"], data["run_dir"] = str(self.model_dir), str(self.run_dir)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FinetuneResult":
+        data = dict(data)
+        data["model_dir"], data["run_dir"] = Path(data["model_dir"]), Path(data["run_dir"])
+        data["training"] = TrainingTiming.from_dict(data["training"])
+        return cls(**data)
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike) -> "FinetuneResult":
+        """The result stored in a finished run folder."""
+        path = Path(run_dir) / RESULT_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: {run_dir} is not a finished finetuning run; run finetune()")
+        return cls.from_dict(load_json(path))
+
+
+# --------------------------------------------------------------------------- data for the Trainer
+
+
+class _ClipDataset(torch.utils.data.Dataset):
+    """Clip positions and label ids of one split; the audio is read by the collator."""
+
+    def __init__(self, label_ids: np.ndarray):
+        self.label_ids = label_ids  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.label_ids)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"sample_id": index, "label": int(self.label_ids[index])}
+
+
+class _AudioCollator:
+    """Reads a batch of clips and prepares it the way the model's feature extractor does."""
+
+    def __init__(self, audio_dataset, feature_extractor):
+        self.audio_dataset = audio_dataset
+        self.feature_extractor = feature_extractor
+
+    def __call__(self, items: list[dict]) -> dict:
+        ids = [item["sample_id"] for item in items]
+        audio = self.audio_dataset.batch(ids)  # (B, 16000) float32
+        features = self.feature_extractor(list(audio), sampling_rate=16_000, return_tensors="pt")
+        return {
+            "input_values": features["input_values"],
+            "labels": torch.tensor([item["label"] for item in items], dtype=torch.long),
+            "sample_ids": torch.tensor(ids, dtype=torch.long),
+        }
+
+
+class _BatchRecordingTrainer(Trainer):
+    """A Trainer that records which clips each training step saw (and hides them from the model)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batch_log: list[list[int]] = []
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self.batch_log.append(inputs.pop("sample_ids").tolist())
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs.pop("sample_ids", None)
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+
+
+class _SaveBatchLog(TrainerCallback):
+    """Stores the batch log in each checkpoint, so a resumed run still knows its whole batch order."""
+
+    def __init__(self, trainer: _BatchRecordingTrainer):
+        self.trainer = trainer
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                save_json(folder / BATCH_IDS_FILE, self.trainer.batch_log)
+
+
+# --------------------------------------------------------------------------- keys and identities
+
+
+def _check_task(task: str) -> str:
+    if task not in _TASKS:
+        raise ValueError(f"Unknown task {task!r}; use 'word' or 'speaker'")
+    return task
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def _weights_identity(model_name: str, *, pretrained: bool, seed: int) -> dict:
+    """What determines the starting weights: a miniature's pretraining folder, a local folder's
+    weight files, or a hub id (its cached revision is assumed fixed)."""
+    from convexlab.models import MINIATURE_NAMES
+
+    if not pretrained:
+        return {"name": model_name, "random_init_seed": seed}
+    if model_name in MINIATURE_NAMES:
+        from convexlab.pretrain import ensure_pretrained
+
+        return {"name": model_name, "pretrained": Path(ensure_pretrained(MINIATURE_NAMES[model_name], seed=seed)).name}
+    folder = Path(model_name).expanduser()
+    if folder.is_dir():
+        weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+        return {"name": str(folder.resolve()), "weights": {w.name: _file_digest(w) for w in weights}}
+    return {"name": model_name}
+
+
+def _run_name(model_name: str, task: str, num_layers: int | None) -> str:
+    stem = Path(str(model_name)).name.replace("/", "_") or "model"
+    depth = "full" if num_layers is None else f"L{num_layers}"
+    return f"{stem}-{task}-{depth}"
+
+
+def _label_ids(dataset) -> tuple[list[str], np.ndarray]:
+    """Class names (sorted) and each clip's class id, shape (N,), from the task's labels."""
+    names = sorted(set(dataset.labels))
+    index = {name: i for i, name in enumerate(names)}
+    return names, np.array([index[label] for label in dataset.labels], dtype=np.int64)
+
+
+def _split(dataset, split: str):
+    present = sorted(set(dataset.splits))
+    if split not in present:
+        raise ValueError(
+            f"The {dataset.task} dataset has no {split!r} split (it has {present}); pass train_split=/eval_split= "
+            f"naming one of those"
+        )
+    return dataset.subset(split)
+
+
+def _trainer_device_args(device: str) -> dict:
+    kind = torch.device(device)
+    if kind.type == "cpu":
+        return {"use_cpu": True}
+    if kind.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} but CUDA is not available here; pass device='cpu'")
+        if kind.index not in (None, 0) and "LOCAL_RANK" not in os.environ:
+            raise ValueError(
+                f"device={device!r}: the Trainer trains on the first visible GPU. To use GPU {kind.index}, run "
+                f"with CUDA_VISIBLE_DEVICES={kind.index} and device='cuda'"
+            )
+        return {}
+    raise ValueError(f"Unsupported device {device!r}; use 'cpu' or 'cuda'")
+
+
+def _mixed_precision_args(mixed_precision: str | None) -> dict:
+    if mixed_precision in (None, "no", "float32"):
+        return {}
+    if mixed_precision in ("bf16", "bfloat16"):
+        return {"bf16": True}
+    if mixed_precision in ("fp16", "float16"):
+        return {"fp16": True}
+    raise ValueError(f"mixed_precision={mixed_precision!r}; use None, 'bf16' or 'fp16'")
+
+
+def _reset_head(model, *, seed: int) -> None:
+    """Initialise the projector and classifier from ``seed`` alone, as HF initialises Linear layers,
+    so full and pruned runs start from the same head whatever the RNG state before loading."""
+    std = getattr(model.config, "initializer_range", 0.02)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in (model.projector, model.classifier):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=std)
+            torch.nn.init.zeros_(module.bias)
+
+
+# --------------------------------------------------------------------------- finetuning
+
+
+def finetune(
+    model_name: str,
+    dataset,
+    *,
+    output_dir: str | os.PathLike | None = None,
+    num_layers: int | None = None,
+    epochs: float = 3.0,
+    batch_size: int = 16,
+    learning_rate: float = 5e-4,
+    weight_decay: float = 0.0,
+    warmup_ratio: float = 0.1,
+    seed: int = 0,
+    device: str = "cpu",
+    pretrained: bool = True,
+    mixed_precision: str | None = None,
+    train_split: str = "train",
+    eval_split: str = "test",
+    cache: bool = True,
+    keep_checkpoints: bool = False,
+    progress: bool | None = None,
+) -> FinetuneResult:
+    """Finetune ``model_name`` on ``dataset``'s train split; evaluate on its test split.
+
+    ``dataset`` is a :class:`convexlab.data.AudioDataset` holding both splits (the word task's
+    "train"/"validation"/"test", the speaker task's "train"/"test"); classes are the sorted labels of
+    the whole dataset. ``num_layers=L`` prunes the model at layer L (keeps transformer layers 1..L)
+    before finetuning. ``epochs`` may be fractional; ``batch_size`` is per device;
+    ``warmup_ratio`` is the share of steps with a linear learning-rate warm-up (then linear decay).
+    ``mixed_precision``: None, "bf16" or "fp16" (Trainer's autocast). ``progress=None`` shows the
+    Trainer's progress bars unless ``TQDM_DISABLE`` is set. With ``cache=True`` a finished run with
+    the same key is returned at once and an interrupted one resumes from its last checkpoint;
+    ``keep_checkpoints=False`` deletes them once the run has finished (the final model is kept).
+    """
+    from convexlab.models import feature_extractor_for, load_model
+
+    task = _check_task(dataset.task)
+    if epochs <= 0 or batch_size < 1 or learning_rate <= 0:
+        raise ValueError(
+            f"Need epochs > 0, batch_size >= 1 and learning_rate > 0; got epochs={epochs}, batch_size={batch_size}, "
+            f"learning_rate={learning_rate}"
+        )
+    trainer_device = _trainer_device_args(device)
+    precision = _mixed_precision_args(mixed_precision)
+    train_set, eval_set = _split(dataset, train_split), _split(dataset, eval_split)
+    label_names, _ = _label_ids(dataset)
+    label_index = {name: i for i, name in enumerate(label_names)}
+    train_labels = np.array([label_index[label] for label in train_set.labels], dtype=np.int64)
+    eval_labels = np.array([label_index[label] for label in eval_set.labels], dtype=np.int64)
+
+    hyperparameters = {
+        "epochs": float(epochs), "batch_size": int(batch_size), "learning_rate": float(learning_rate),
+        "weight_decay": float(weight_decay), "warmup_ratio": float(warmup_ratio), "seed": int(seed),
+        "mixed_precision": mixed_precision, "train_split": train_split, "eval_split": eval_split,
+        "pretrained": bool(pretrained), "frozen_feature_encoder": True,
+    }
+    weights = _weights_identity(str(model_name), pretrained=pretrained, seed=seed)
+    key = stable_hash(FINETUNE_VERSION, weights, task, num_layers, dataset.content_hash(), hyperparameters, str(device))
+    run_dir = Path(output_dir) if output_dir is not None else cache_path("runs", f"{_run_name(model_name, task, num_layers)}-{key}")
+    if cache and (run_dir / RESULT_FILE).is_file():
+        stored = FinetuneResult.load(run_dir)
+        if stored.key == key:
+            return stored
+    if not cache and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    model = load_model(str(model_name), task=task, num_labels=len(label_names), label_names=label_names,
+                       pretrained=pretrained, seed=seed, device="cpu")
+    n_layers_full = num_transformer_layers(model)
+    if num_layers is not None:
+        prune(model, num_layers)
+    _reset_head(model, seed=seed)
+    model.config.use_weighted_layer_sum = False
+    model.freeze_feature_encoder()
+    model.train()
+
+    checkpoints = run_dir / "checkpoints"
+    args = TrainingArguments(
+        output_dir=str(checkpoints),
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        num_train_epochs=epochs,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_ratio,
+        lr_scheduler_type="linear",
+        seed=seed,
+        data_seed=seed,  # the sampler's own generator: batch order independent of the model
+        eval_strategy="no",
+        save_strategy="epoch",
+        save_total_limit=1,
+        logging_strategy="steps",
+        logging_steps=max(1, len(train_set) // batch_size // 4),
+        report_to=[],
+        disable_tqdm=None if progress is None else not progress,
+        remove_unused_columns=False,  # keep sample_ids for the batch log
+        dataloader_num_workers=0,
+        **trainer_device,
+        **precision,
+    )
+    trainer = _BatchRecordingTrainer(
+        model=model,
+        args=args,
+        train_dataset=_ClipDataset(train_labels),
+        data_collator=_AudioCollator(train_set, feature_extractor_for(model)),
+    )
+    timer = TrainingTimer(device=trainer.args.device)
+    trainer.add_callback(timer)
+    trainer.add_callback(_SaveBatchLog(trainer))
+
+    resume_from = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if resume_from is not None and (Path(resume_from) / BATCH_IDS_FILE).is_file():
+        trainer.batch_log = load_json(Path(resume_from) / BATCH_IDS_FILE)
+    n_logged_before = len(trainer.batch_log)
+    trainer.train(resume_from_checkpoint=resume_from)
+    samples_here = sum(len(batch) for batch in trainer.batch_log[n_logged_before:])
+    training = timer.result(n_samples=samples_here, batch_size=batch_size,
+                            dtype=mixed_precision if precision else "float32")
+
+    # Evaluation: the collator reads the evaluation clips through a second dataset wrapper.
+    trainer.data_collator = _AudioCollator(eval_set, feature_extractor_for(model))
+    prediction = trainer.predict(_ClipDataset(eval_labels))
+    predicted = np.asarray(prediction.predictions).argmax(axis=-1)
+    accuracy, macro_f1 = _scores(eval_labels, predicted)
+    eval_loss = float(prediction.metrics.get("test_loss", float("nan")))
+
+    batch_clips = [[train_set.clip_ids[i] for i in batch] for batch in trainer.batch_log]
+    model_dir = run_dir / "model"
+    result = FinetuneResult(
+        model_name=str(model_name),
+        task=task,
+        num_layers=num_transformer_layers(model),
+        pruned=num_transformer_layers(model) < n_layers_full,
+        model_dir=model_dir,
+        run_dir=run_dir,
+        accuracy=accuracy,
+        macro_f1=macro_f1,
+        eval_loss=eval_loss,
+        chance_accuracy=float(np.bincount(eval_labels).max() / len(eval_labels)),
+        n_train=len(train_set),
+        n_eval=len(eval_set),
+        n_classes=len(label_names),
+        n_parameters=count_parameters(model),
+        train_seconds=training.train_seconds,
+        seconds_per_epoch=training.seconds_per_epoch,
+        seconds_per_sample=training.seconds_per_sample,
+        training=training,
+        history=list(trainer.state.log_history),
+        batch_ids_digest=stable_hash(batch_clips),
+        n_batches=len(batch_clips),
+        hyperparameters=hyperparameters,
+        key=key,
+        context={
+            **timing_context(device=trainer.args.device, dtype="float32", batch_size=batch_size),
+            "weights": weights,
+            "dataset_hash": dataset.content_hash(),
+            "n_layers_full": n_layers_full,
+            "world_size": trainer.args.world_size,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+    )
+    if trainer.is_world_process_zero():
+        with atomic_dir(model_dir) as folder:
+            trainer.save_model(str(folder))
+        save_json(run_dir / BATCH_IDS_FILE, batch_clips)
+        save_json(run_dir / RESULT_FILE, result.to_dict())  # written last: marks the run finished
+        if not keep_checkpoints:
+            shutil.rmtree(checkpoints, ignore_errors=True)
+    model.eval()
+    return result
+
+
+def _scores(true: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return (
+        float(accuracy_score(true, predicted)),
+        float(f1_score(true, predicted, average="macro", labels=np.unique(true), zero_division=0)),
+    )
+
+
+def load_batch_ids(result_or_run_dir: FinetuneResult | str | os.PathLike) -> list[list[str]]:
+    """The clip ids of every training batch of a finished run, in training order."""
+    run_dir = result_or_run_dir.run_dir if isinstance(result_or_run_dir, FinetuneResult) else Path(result_or_run_dir)
+    path = Path(run_dir) / BATCH_IDS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; is {run_dir} a finished finetuning run?")
+    return load_json(path)
+
+
+# --------------------------------------------------------------------------- profile-level helpers
+
+
+def training_dataset(task: str, profile) -> Any:
+    """The dataset a profile finetunes on: ``load_task(task, profile)``, with every split capped
+    at ``profile.max_train_per_class`` clips per class when that is set."""
+    from convexlab.data import load_task
+
+    dataset = load_task(_check_task(task), profile)
+    if profile.max_train_per_class is not None:
+        dataset = dataset.subsample(profile.max_train_per_class, seed=profile.seed)
+    return dataset
+
+
+def finetune_for_profile(model_name: str, task: str, profile, *, num_layers: int | None = None,
+                         **overrides: Any) -> FinetuneResult:
+    """:func:`finetune` with the data, sizes and hyper-parameters of a :class:`convexlab.Profile`
+    (``finetune_epochs``, ``finetune_batch_size``, ``learning_rate``, ``max_train_per_class``,
+    ``seed``, ``device``); ``overrides`` are passed on to :func:`finetune`. Cached like it."""
+    from convexlab.profiles import Profile, get_profile
+
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    kwargs = {
+        "epochs": profile.finetune_epochs,
+        "batch_size": profile.finetune_batch_size,
+        "learning_rate": profile.learning_rate,
+        "seed": profile.seed,
+        "device": profile.device,
+    } | overrides
+    return finetune(model_name, training_dataset(task, profile), num_layers=num_layers, **kwargs)
+
+
+def finetuned_layer_embeddings(result_or_path: FinetuneResult | str | os.PathLike, dataset, *,
+                               batch_size: int = 16, device: str = "cpu", dtype=torch.float32,
+                               cache: bool = True):
+    """Layer-wise mean-pooled embeddings of a finetuned model's encoder, for before/after convexity.
+
+    ``result_or_path``: a :class:`FinetuneResult` or its ``model_dir``. Returns
+    :class:`convexlab.extract.LayerEmbeddings` with ``embeddings`` of shape (L + 1, N, D), where L is
+    the finetuned model's depth; labels of both concepts travel with it (``words``, ``speakers``).
+    """
+    from convexlab.extract import extract_layers
+    from convexlab.models import load_model
+
+    model_dir = result_or_path.model_dir if isinstance(result_or_path, FinetuneResult) else Path(result_or_path)
+    if not (Path(model_dir) / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir} holds no finetuned model (no config.json); run finetune() first")
+    encoder = load_model(str(model_dir), device=device, dtype=dtype)  # AutoModel: the encoder without the head
+    return extract_layers(encoder, dataset, batch_size=batch_size, device=device, dtype=dtype, cache=cache)
+
+
+def __getattr__(name: str):
+    # compare_pruned lives in convexlab.compare (it builds on this module); it is also reachable
+    # here because the book's pipeline imports it from convexlab.finetune.
+    if name in ("compare_pruned", "PruneComparison"):
+        from convexlab import compare
+
+        return getattr(compare, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
