@@ -133,14 +133,15 @@ def _aggregate(
 ) -> tuple[float, float, dict, dict, dict]:
     n_classes = len(classes.labels)
     counts = np.bincount(pairs.pair_class, minlength=n_classes)
-    sums = np.bincount(pairs.pair_class, weights=scores, minlength=n_classes)
-    unreachable = np.bincount(pairs.pair_class, weights=(hops < 0), minlength=n_classes)
+    unreachable = np.bincount(pairs.pair_class, minlength=n_classes, weights=hops < 0).astype(np.int64)
+    # Correctly rounded sums (fsum) make the result independent of the order of points and classes.
+    by_class = np.split(scores[np.argsort(pairs.pair_class, kind="stable")], np.cumsum(counts)[:-1])
     scored = np.flatnonzero(counts > 0)
-    means = sums[scored] / counts[scored]
+    means = [math.fsum(by_class[c]) / counts[c] for c in scored]
     per_class = {classes.labels[c]: float(m) for c, m in zip(scored, means)}
     n_paths = {classes.labels[c]: int(counts[c]) for c in scored}
     n_unreachable = {classes.labels[c]: int(unreachable[c]) for c in scored}
-    return float(scores.mean()), float(means.mean()), per_class, n_paths, n_unreachable
+    return math.fsum(scores) / scores.size, math.fsum(means) / len(means), per_class, n_paths, n_unreachable
 
 
 def _prepare(X, labels, n_neighbors, max_pairs, seed) -> tuple[np.ndarray, _Classes, PairSample]:
