@@ -11,6 +11,7 @@ from convexlab.profiles import PROFILES, Profile, get_profile
 # -- models (convexlab.models) --
 # -- extraction (convexlab.extract) --
 # -- convexity (convexlab.convexity) --
+from convexlab.convexity import ConvexityResult, best_layer, graph_convexity, layerwise_convexity, plot_convexity_graph, shortest_path_scores
 # -- pruning, finetuning, timing (convexlab.prune, convexlab.finetune, convexlab.timing) --
 # -- pretraining of miniature models (convexlab.pretrain) --
 # -- plots (convexlab.plots) --
