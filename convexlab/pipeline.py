@@ -7,10 +7,11 @@ reuses chapter 4's convexity curves, chapter 6 reuses chapter 5's finetuned mode
 run on its own computes what is missing.
 
 Which clips are measured: graph convexity of a concept ("word" or "speaker") is measured on the
-*test* split of that concept's own task (word convexity on the word task, speaker convexity on
-the speaker task), optionally subsampled to ``profile.n_per_class`` clips per class. The test
-split is held out from finetuning, so the convexity of a finetuned model is not measured on the
-clips it was trained on, and "before" and "after" are measured on the same clips.
+*held-out* clips of that concept's own task (word convexity on the word task's validation and
+test splits, speaker convexity on the speaker task's test split), optionally subsampled to
+``profile.n_per_class`` clips per class. Finetuning never trains on them, so the convexity of a
+finetuned model is not measured on clips it was trained on, and "before" and "after" are
+measured on the same clips.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ __all__ = [
 
 CONCEPTS = ("word", "speaker")  # the two concepts of the paper; each is also a task
 STAGES = ("pretrained", "finetuned")  # which weights a convexity curve was measured on
+HELD_OUT = "held-out"  # every clip outside the train split: what convexity is measured on
 _CACHE_VERSION = 1  # bump when the content of a cached table changes meaning
 _CONVEXITY_COLUMNS = ["model", "family", "task", "concept", "stage", "layer", "score", "class_mean",
                       "ci_low", "ci_high", "p_best", "n_clips", "n_classes"]
@@ -84,18 +86,24 @@ def _family(model_name: str) -> str:
 # --------------------------------------------------------------------------- data
 
 
-def analysis_dataset(task: str, profile: Profile | str, *, split: str = "test"):
-    """The clips convexity is measured on: ``split`` of ``task``, at most ``n_per_class`` per class.
+def analysis_dataset(task: str, profile: Profile | str, *, split: str = HELD_OUT):
+    """The clips convexity is measured on, at most ``profile.n_per_class`` per class.
 
-    Returns a :class:`convexlab.data.AudioDataset` (N clips).
+    ``split="held-out"`` (default): every clip of ``task`` that finetuning does not train on
+    (the word task's validation and test splits, the speaker task's test split); or one split
+    name. Returns a :class:`convexlab.data.AudioDataset` (N clips).
     """
     from convexlab.data import load_task
 
     profile = as_profile(profile)
-    dataset = load_task(_check_concept(task), profile).subset(split)
+    dataset = load_task(_check_concept(task), profile)
+    if split == HELD_OUT:
+        dataset = dataset.select([i for i, s in enumerate(dataset.splits) if s != "train"], split=HELD_OUT)
+    else:
+        dataset = dataset.subset(split)
     if profile.n_per_class is not None:
         dataset = dataset.subsample(profile.n_per_class, seed=profile.seed)
-    return dataset
+    return dataset.require_pairs()
 
 
 def concept_labels(dataset: Any, concept: str) -> np.ndarray:
@@ -194,8 +202,8 @@ def convexity_by_layer(
     """Graph convexity of ``concept`` at every layer of ``model_name``, with bootstrap intervals.
 
     ``task`` is the task whose weights are measured when ``stage="finetuned"`` (the model
-    finetuned for it); ``concept`` (default: the task) is what is measured, on the test split
-    of the concept's own task. Returns a tidy DataFrame, one row per layer 0..L, with columns
+    finetuned for it); ``concept`` (default: the task) is what is measured, on the held-out
+    clips of the concept's own task (:func:`analysis_dataset`). Returns a tidy DataFrame, one row per layer 0..L, with columns
     model, family, task, concept, stage, layer, score (pooled mean path score), class_mean,
     ci_low, ci_high (bootstrap interval), p_best (bootstrap probability that the layer is the
     most convex), n_clips, n_classes. Cached.
