@@ -1,0 +1,317 @@
+"""Layer-wise representations: every hidden state of a model, mean-pooled over time, cached.
+
+``extract_layers(model, dataset)`` runs the model once over the clips with
+``output_hidden_states=True`` and returns an array (L+1, N, D): ``embeddings[l]`` is
+``hidden_states[l]`` averaged over the clip's frames (layer 0 is the input to the first
+transformer layer, layer l the output of transformer layer l), with padding frames left out of
+the mean. No other normalisation, as in the paper.
+
+The result is cached on disk under a key made of everything that determines it: the model's
+config and a digest of its weights, the dataset's content hash, the pooling, the preprocessing
+and the dtype. Every finished batch is written as its own chunk, so an interrupted run resumes
+where it stopped; the chunks are then consolidated into one file. A cache file that cannot be
+read, or whose key, clip ids or shape do not match, is reported with a warning and rebuilt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import shutil
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel
+
+from convexlab.cache import atomic_write, cache_path, stable_hash
+from convexlab.data import SAMPLE_RATE, AudioDataset
+from convexlab.models import feature_extractor_for, load_model, torch_dtype
+
+__all__ = ["LayerEmbeddings", "pooled_hidden_states", "extract_layers", "layer_embeddings", "model_fingerprint",
+           "add_extract_cli"]
+
+EXTRACT_VERSION = 1  # bump when the extraction's output changes for the same inputs (invalidates caches)
+POOLING = "mean-over-unpadded-frames"
+# config entries that say where or how a model was loaded, not what it computes
+_VOLATILE_CONFIG_KEYS = ("_name_or_path", "transformers_version", "dtype", "torch_dtype", "_commit_hash",
+                         "_attn_implementation_autoset", "output_hidden_states", "return_dict")
+
+
+@dataclass
+class LayerEmbeddings:
+    embeddings: np.ndarray  # float32 (L+1, N, D): mean-pooled hidden_states[l] of every clip
+    labels: np.ndarray  # (N,) str: each clip's label for the dataset's task
+    clip_ids: np.ndarray  # (N,) str: "<word>/<speaker>_nohash_<n>.wav"
+    words: np.ndarray  # (N,) str: each clip's word (for the cross-task analysis)
+    speakers: np.ndarray  # (N,) str: each clip's speaker id
+    model_id: str  # what the model was loaded as: miniature name, hub id or folder
+    meta: dict = field(default_factory=dict)  # task, cache key and file, dtype, pooling, batch size
+
+    @property
+    def n_layers(self) -> int:
+        """Number of hidden states L+1 (the input to the transformer plus each layer's output)."""
+        return self.embeddings.shape[0]
+
+    def layer(self, index: int) -> np.ndarray:
+        """float32 (N, D): the pooled hidden state ``index`` of every clip."""
+        return self.embeddings[index]
+
+    def concept(self, name: str) -> np.ndarray:
+        """(N,) str labels of a concept: "word" or "speaker" (whatever the dataset's task was)."""
+        if name == "word":
+            return self.words
+        if name == "speaker":
+            return self.speakers
+        raise ValueError(f"Unknown concept {name!r}; use 'word' or 'speaker'")
+
+
+def pooled_hidden_states(
+    model: PreTrainedModel, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean over time of every hidden state, counting only frames that hold audio.
+
+    ``input_values`` (B, S) samples; ``attention_mask`` (B, S) 1 for samples, 0 for padding (or
+    None: every frame counts). Returns float32 (L+1, B, D). The frame mask comes from the model's
+    own ``_get_feature_vector_attention_mask`` (the conv stack's output lengths).
+    """
+    outputs = model(input_values, attention_mask=attention_mask, output_hidden_states=True)
+    hidden = torch.stack(outputs.hidden_states).float()  # (L+1, B, T, D)
+    if attention_mask is None:
+        return hidden.mean(dim=2)
+    frames = model._get_feature_vector_attention_mask(hidden.shape[2], attention_mask).to(hidden.dtype)  # (B, T)
+    summed = (hidden * frames[None, :, :, None]).sum(dim=2)
+    return summed / frames.sum(dim=1)[None, :, None]
+
+
+def model_fingerprint(model: PreTrainedModel) -> str:
+    """A digest of what the model computes: its config (minus load-time details) and its weights."""
+    config = {k: v for k, v in model.config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(model.state_dict().items()):
+        data = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}:{data.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes())
+    return stable_hash(config, digest.hexdigest())
+
+
+def _cache_folder(model_id: str, key: str) -> Path:
+    readable = re.sub(r"[^A-Za-z0-9.-]+", "_", model_id).strip("_")[-48:] or "model"
+    return cache_path("embeddings", f"{readable}-{key}")
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    with atomic_write(path) as handle:
+        np.savez(handle, **arrays)
+
+
+def _load_checked(path: Path, *, key: str, clip_ids: tuple[str, ...], shape: tuple[int, int, int]) -> np.ndarray | None:
+    """The pooled array stored at ``path`` if it is readable and matches; else warn and return None."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            problem = None
+            if str(stored["key"]) != key:
+                problem = "its key does not match (stale: made by another model, dataset or setting)"
+            elif tuple(stored["clip_ids"].tolist()) != tuple(clip_ids):
+                problem = "its clip ids do not match"
+            elif stored["pooled"].shape != shape or stored["pooled"].dtype != np.float32:
+                problem = f"its array has shape {stored['pooled'].shape} {stored['pooled'].dtype}, expected {shape} float32"
+            else:
+                pooled = stored["pooled"]
+                if not np.isfinite(pooled).all():
+                    problem = "it holds non-finite values"
+                else:
+                    return pooled
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        problem = f"it cannot be read ({type(err).__name__}: {err})"
+    warnings.warn(f"Embedding cache file {path} is not usable: {problem}. Rebuilding it.", stacklevel=3)
+    path.unlink(missing_ok=True)
+    return None
+
+
+def extract_layers(
+    model: PreTrainedModel,
+    dataset: AudioDataset,
+    *,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = torch.float32,
+    cache: bool = True,
+    progress: bool | None = None,
+    model_id: str | None = None,
+) -> LayerEmbeddings:
+    """Mean-pooled hidden states of every layer for every clip of ``dataset``.
+
+    Returns :class:`LayerEmbeddings` with ``embeddings`` float32 (L+1, N, D) in dataset order.
+    The model is moved to ``device``/``dtype`` and put in eval mode; inputs are prepared by the
+    checkpoint's feature extractor (:func:`convexlab.models.feature_extractor_for`). ``cache``:
+    reuse or write the on-disk cache (resumes an interrupted run). ``progress``: a progress bar
+    (None: only on a terminal).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be at least 1")
+    if len(dataset) == 0:
+        raise ValueError("The dataset has no clips; check the task, split and subsampling that produced it")
+    dtype = torch_dtype(dtype)
+    model = model.to(device=device, dtype=dtype).eval()
+    model_id = model_id or getattr(model.config, "_name_or_path", "") or type(model).__name__
+    preprocess = feature_extractor_for(model)
+    use_mask = bool(preprocess.return_attention_mask)
+    n_states, n_clips, width = model.config.num_hidden_layers + 1, len(dataset), model.config.hidden_size
+    settings = dict(version=EXTRACT_VERSION, pooling=POOLING, dtype=str(dtype).removeprefix("torch."),
+                    do_normalize=bool(preprocess.do_normalize), attention_mask=use_mask)
+    key = stable_hash("layer-embeddings", settings, model_fingerprint(model), dataset.content_hash())
+    meta = dict(settings, task=dataset.task, key=key, batch_size=batch_size, n_layers=n_states - 1,
+                dataset=dataset.meta)
+
+    folder = _cache_folder(model_id, key) if cache else None
+    if folder is not None:
+        meta["cache_file"] = str(folder / "embeddings.npz")
+        pooled = _load_checked(folder / "embeddings.npz", key=key, clip_ids=dataset.clip_ids,
+                               shape=(n_states, n_clips, width))
+        if pooled is not None:
+            return _result(pooled, dataset, model_id, dict(meta, cache_hit=True))
+
+    pooled = np.empty((n_states, n_clips, width), dtype=np.float32)
+    starts = range(0, n_clips, batch_size)
+    for start in tqdm(starts, desc=f"hidden states of {model_id}", unit="batch", disable=_disable(progress)):
+        stop = min(start + batch_size, n_clips)
+        ids = dataset.clip_ids[start:stop]
+        chunk = folder / "chunks" / f"{start:07d}-{stop:07d}.npz" if folder is not None else None
+        stored = _load_checked(chunk, key=key, clip_ids=ids, shape=(n_states, stop - start, width)) if chunk else None
+        if stored is None:
+            stored = _pool_batch(model, preprocess, dataset.batch(range(start, stop)), use_mask, device, dtype)
+            if chunk is not None:
+                _save_npz(chunk, pooled=stored, clip_ids=np.array(ids), key=np.array(key))
+        pooled[:, start:stop] = stored
+
+    if folder is not None:
+        _save_npz(folder / "embeddings.npz", pooled=pooled, clip_ids=np.array(dataset.clip_ids), key=np.array(key),
+                  meta=np.array(json.dumps(meta, default=str)))
+        shutil.rmtree(folder / "chunks", ignore_errors=True)
+    return _result(pooled, dataset, model_id, dict(meta, cache_hit=False))
+
+
+def _pool_batch(model, preprocess, audio: np.ndarray, use_mask: bool, device, dtype) -> np.ndarray:
+    """float32 (L+1, B, D) for one batch of clips (B, S)."""
+    inputs = preprocess(list(audio), sampling_rate=SAMPLE_RATE, return_tensors="pt",
+                        return_attention_mask=use_mask)
+    input_values = inputs["input_values"].to(device=device, dtype=dtype)
+    attention_mask = inputs["attention_mask"].to(device) if use_mask else None
+    with torch.inference_mode():
+        return pooled_hidden_states(model, input_values, attention_mask).cpu().numpy()
+
+
+def _result(pooled: np.ndarray, dataset: AudioDataset, model_id: str, meta: dict) -> LayerEmbeddings:
+    return LayerEmbeddings(
+        embeddings=pooled,
+        labels=np.array(dataset.labels),
+        clip_ids=np.array(dataset.clip_ids),
+        words=np.array(dataset.words),
+        speakers=np.array(dataset.speakers),
+        model_id=model_id,
+        meta=meta,
+    )
+
+
+def layer_embeddings(
+    model_name: str,
+    dataset: AudioDataset,
+    *,
+    profile=None,
+    device: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    batch_size: int | None = None,
+    pretrained: bool = True,
+    seed: int | None = None,
+    progress: bool | None = None,
+) -> LayerEmbeddings:
+    """Load ``model_name`` (see :func:`convexlab.models.load_model`) and extract its layers, cached.
+
+    ``device``, ``dtype``, ``batch_size`` and ``seed`` default to the profile's (``"lite"`` when
+    no profile is given).
+    """
+    from convexlab.profiles import get_profile
+
+    profile = get_profile(profile if profile is not None else "lite")
+    device = device or profile.device
+    dtype = torch_dtype(dtype or profile.dtype)
+    batch_size = batch_size or profile.batch_size
+    seed = profile.seed if seed is None else seed
+    model = load_model(model_name, pretrained=pretrained, device=device, dtype=dtype, seed=seed)
+    result = extract_layers(model, dataset, batch_size=batch_size, device=device, dtype=dtype, cache=True,
+                            progress=progress, model_id=model_name)
+    result.meta.update(pretrained=pretrained, seed=seed, profile=profile.name)
+    return result
+
+
+def _disable(progress: bool | None) -> bool | None:
+    return None if progress is None else not progress
+
+
+def add_extract_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``python -m convexlab extract``."""
+    parser = subparsers.add_parser(
+        "extract",
+        help="extract and cache the mean-pooled hidden states of every layer",
+        description="Extract the mean-pooled hidden states of every layer for a task's clips and cache them.",
+    )
+    parser.add_argument("--model", action="append", required=True,
+                        help="miniature name, hub id or local folder; repeat it, or 'all' for the profile's models")
+    parser.add_argument("--task", choices=["word", "speaker"], default="word")
+    parser.add_argument("--profile", default="lite", help="profile preset (lite, paper, large)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override one profile field, e.g. --set n_speakers=8 (repeatable)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the profile's)")
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--n-per-class", type=int, default=None,
+                        help="clips per class (default: the profile's n_per_class; 0 for all)")
+    parser.add_argument("--split", default=None, help="only this split (train, validation, test)")
+    parser.add_argument("--untrained", action="store_true", help="random weights instead of the pretrained ones")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(handler=_run_extract_cli)
+
+
+def _parse_overrides(items: list[str]) -> dict:
+    """``["n_words=3", "device=cpu"]`` -> ``{"n_words": 3, "device": "cpu"}`` (JSON values, else strings)."""
+    overrides = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--set expects FIELD=VALUE, got {item!r}")
+        try:
+            overrides[name] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[name] = value
+    return overrides
+
+
+def _run_extract_cli(args: argparse.Namespace) -> int:
+    from convexlab.data import load_task
+    from convexlab.profiles import get_profile
+
+    profile = get_profile(args.profile, **_parse_overrides(args.set))
+    dataset = load_task(args.task, profile)
+    if args.split:
+        dataset = dataset.subset(args.split)
+    n_per_class = profile.n_per_class if args.n_per_class is None else (args.n_per_class or None)
+    if n_per_class:
+        dataset = dataset.subsample(n_per_class, seed=profile.seed)
+    models = [m for name in args.model for m in (profile.models if name == "all" else [name])]
+    for model_name in models:
+        result = layer_embeddings(model_name, dataset, profile=profile, device=args.device, dtype=args.dtype,
+                                  batch_size=args.batch_size, pretrained=not args.untrained,
+                                  progress=False if args.no_progress else None)
+        status = "cached" if result.meta.get("cache_hit") else "extracted"
+        print(f"{model_name}: {status} {args.task} embeddings {tuple(result.embeddings.shape)} "
+              f"(layers+1, clips, width) -> {result.meta['cache_file']}")
+    return 0
