@@ -112,14 +112,15 @@ def _heap_pop(heap_dist, heap_order, heap_node, size):  # pragma: no cover - com
 @numba.njit(cache=True)
 def _search(
     indptr, indices, weights, codes, source, targets, stamp,
-    target_stamp, target_slot, seen_stamp, done_stamp, dist, pred, hops, in_class,
+    target_stamp, target_slot, state, dist, pred, hops, in_class,
     heap_dist, heap_order, heap_node, out_score, out_hops, out_offset,
 ):  # pragma: no cover - compiled
     """One Dijkstra search from ``source`` that stops once every target is settled.
 
     Writes, for target j, out_score[out_offset + j] (path score; 0 if unreachable) and
     out_hops[out_offset + j] (edges on the path; -1 if unreachable). Scratch arrays are valid
-    where their stamp equals ``stamp``, so nothing is cleared between searches.
+    where their stamp equals ``stamp``, so nothing is cleared between searches: a vertex is in
+    the frontier when state == 2 * stamp and settled when state == 2 * stamp + 1.
     """
     for j in range(targets.shape[0]):
         target_stamp[targets[j]] = stamp
@@ -128,7 +129,9 @@ def _search(
         out_hops[out_offset + j] = -1
     remaining = targets.shape[0]
     source_class = codes[source]
-    seen_stamp[source] = stamp
+    seen = 2 * stamp
+    done = seen + 1
+    state[source] = seen
     dist[source] = 0.0
     pred[source] = -1
     pushes = 0
@@ -136,9 +139,9 @@ def _search(
     pushes += 1
     while size > 0:
         d, v, size = _heap_pop(heap_dist, heap_order, heap_node, size)
-        if done_stamp[v] == stamp:
+        if state[v] == done:
             continue  # a stale heap entry: v was settled at a shorter distance
-        done_stamp[v] = stamp
+        state[v] = done
         if v == source:
             hops[v] = 0
             in_class[v] = 0
@@ -155,11 +158,12 @@ def _search(
                 break
         for e in range(indptr[v], indptr[v + 1]):
             u = indices[e]
-            if done_stamp[u] == stamp:
+            u_state = state[u]
+            if u_state == done:
                 continue
             candidate = d + weights[e]
-            if seen_stamp[u] != stamp or candidate < dist[u]:
-                seen_stamp[u] = stamp
+            if u_state != seen or candidate < dist[u]:
+                state[u] = seen
                 dist[u] = candidate
                 pred[u] = v
                 size = _heap_push(heap_dist, heap_order, heap_node, size, candidate, pushes, u)
@@ -176,8 +180,7 @@ def _search_all(indptr, indices, weights, codes, sources, target_ptr, targets, n
     for worker in numba.prange(n_workers):
         target_stamp = np.zeros(n, dtype=np.int64)
         target_slot = np.zeros(n, dtype=np.int64)
-        seen_stamp = np.zeros(n, dtype=np.int64)
-        done_stamp = np.zeros(n, dtype=np.int64)
+        state = np.zeros(n, dtype=np.int64)
         dist = np.empty(n)
         pred = np.empty(n, dtype=np.int64)
         hops = np.empty(n, dtype=np.int64)
@@ -189,7 +192,7 @@ def _search_all(indptr, indices, weights, codes, sources, target_ptr, targets, n
         for i in range(worker, sources.shape[0], n_workers):
             _search(
                 indptr, indices, weights, codes, sources[i], targets[target_ptr[i]:target_ptr[i + 1]], i + 1,
-                target_stamp, target_slot, seen_stamp, done_stamp, dist, pred, hops, in_class,
+                target_stamp, target_slot, state, dist, pred, hops, in_class,
                 heap_dist, heap_order, heap_node, out_score, out_hops, target_ptr[i],
             )
     return out_score, out_hops
@@ -201,7 +204,7 @@ def _csr_parts(adjacency: scipy.sparse.csr_array) -> tuple[np.ndarray, np.ndarra
         adjacency = adjacency.sorted_indices()
     return (
         adjacency.indptr.astype(np.int64),
-        adjacency.indices.astype(np.int64),
+        adjacency.indices.astype(np.int32),
         adjacency.data.astype(np.float64),
     )
 
@@ -235,18 +238,18 @@ def score_paths(
 def _tree(indptr, indices, weights, codes, source, targets):  # pragma: no cover - compiled
     n = indptr.shape[0] - 1
     heap_capacity = indices.shape[0] + 1
-    done_stamp = np.zeros(n, dtype=np.int64)
+    state = np.zeros(n, dtype=np.int64)
     pred = np.full(n, -1, dtype=np.int64)
     out_score = np.zeros(targets.shape[0])
     out_hops = np.full(targets.shape[0], -1, dtype=np.int64)
     _search(
         indptr, indices, weights, codes, source, targets, 1,
-        np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), done_stamp,
+        np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), state,
         np.empty(n), pred, np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64),
         np.empty(heap_capacity), np.empty(heap_capacity, dtype=np.int64), np.empty(heap_capacity, dtype=np.int64),
         out_score, out_hops, 0,
     )
-    return pred, done_stamp == 1, out_score
+    return pred, state == 3, out_score
 
 
 def shortest_path_tree(
