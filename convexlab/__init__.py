@@ -14,6 +14,10 @@ from convexlab.profiles import PROFILES, Profile, get_profile
 from convexlab.convexity import ConvexityResult, best_layer, graph_convexity, layerwise_convexity, plot_convexity_graph, shortest_path_scores
 # -- pruning, finetuning, timing (convexlab.prune, convexlab.finetune, convexlab.timing) --
 # -- pretraining of miniature models (convexlab.pretrain) --
+from convexlab.pretrain import PretrainConfig, ensure_pretrained, pretrain
 # -- plots (convexlab.plots) --
+from convexlab.plots import CONCEPT_COLORS, MODEL_COLORS, miniature_label, styled_table
+# -- pipeline: the book's chapter glue, and the 2-D teaching toys (convexlab.pipeline, convexlab.toys) --
+from convexlab import pipeline, toys
 
 __version__ = "0.1.0"

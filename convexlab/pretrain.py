@@ -66,6 +66,7 @@ class PretrainConfig:
     weight_decay: float = 0.01  # AdamW weight decay
     max_grad_norm: float = 5.0  # gradient clipping
     layerdrop: float = 0.0  # layer drop while pretraining (a few layers: dropping one is a big change)
+    dropout: float = 0.0  # all dropout rates while pretraining (short runs do not overfit; CPU dropout is slow)
     # masking (model frames are 20 ms; a 1 s clip has 49)
     mask_prob: float = 0.65  # expected fraction of frames starting a masked span, times mask_length
     mask_length: int = 5  # frames per masked span
@@ -139,9 +140,16 @@ def pretraining_waveforms(config: PretrainConfig = PretrainConfig()) -> np.ndarr
     return dataset.batch(np.arange(len(dataset)))
 
 
+# the config fields that set a dropout rate; pretraining overrides them, the saved config keeps the originals
+DROPOUT_FIELDS = ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "feat_quantizer_dropout")
+
+
 def _build_objective(family: str, model_config: PretrainedConfig, config: PretrainConfig, seed: int) -> torch.nn.Module:
     model_config = copy.deepcopy(model_config)
     model_config.layerdrop = config.layerdrop
+    for name in DROPOUT_FIELDS:
+        if hasattr(model_config, name):
+            setattr(model_config, name, config.dropout)
     masking = dict(mask_prob=config.mask_prob, mask_length=config.mask_length)
     if family in ("wav2vec2", "ccc-wav2vec2"):
         contrastive = dict(
@@ -256,6 +264,9 @@ def pretrain(
     finally:
         np.random.set_state(numpy_state)
     encoder = objective.encoder.eval()
+    for name in (*DROPOUT_FIELDS, "layerdrop"):  # finetuning later should see the architecture's own rates
+        if hasattr(model_config, name):
+            setattr(encoder.config, name, getattr(model_config, name))
     return PretrainResult(family, encoder, log, seconds, setup_seconds, len(waveforms))
 
 
