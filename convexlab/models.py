@@ -310,16 +310,9 @@ def load_model(
     )
 
 
-def _pretrained_miniature(family: str, *, seed: int) -> Path | None:
-    try:
-        from convexlab.pretrain import ensure_pretrained
-    except (ImportError, AttributeError):
-        warnings.warn(
-            f"convexlab.pretrain.ensure_pretrained is not available, so the miniature {family!r} model is "
-            f"UNTRAINED (random weights, seed {seed}); its layers carry no learned structure.",
-            stacklevel=3,
-        )
-        return None
+def _pretrained_miniature(family: str, *, seed: int) -> Path:
+    from convexlab.pretrain import ensure_pretrained  # here, not at the top: pretrain imports this module
+
     return Path(ensure_pretrained(family, seed=seed))
 
 
