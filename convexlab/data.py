@@ -181,10 +181,10 @@ def _file_size(path: Path) -> int:
 def read_clip(path: str | os.PathLike) -> np.ndarray:
     """float32 (16000,): a 16 kHz mono WAV file, zero-padded or cut to one second."""
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Audio file {path} does not exist; check the corpus root")
     try:
         audio, rate = sf.read(path, dtype="float32", always_2d=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"Audio file {path} does not exist; check the corpus root") from None
     except sf.LibsndfileError as err:
         raise ValueError(f"Cannot read audio file {path} ({err}); replace it with a 16 kHz mono WAV file") from None
     if rate != SAMPLE_RATE:
