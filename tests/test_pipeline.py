@@ -1,0 +1,179 @@
+"""convexlab.pipeline: the chapters' glue returns honest, tidy, cached tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import convexlab
+from convexlab import data, pipeline
+from convexlab.data import AudioDataset
+
+
+# ----------------------------------------------------------------------------- the paper's numbers
+
+
+def test_paper_table_holds_the_posters_figures_labelled_as_the_papers():
+    table = pipeline.paper_table().set_index("task")
+    assert list(table.index) == ["word", "speaker"]
+    assert (table["source"] == "paper (reported)").all()
+    assert table.loc["word", "accuracy_change"] == pytest.approx(-0.0025)
+    assert table.loc["word", "train_time_change"] == pytest.approx(-0.234)
+    assert table.loc["word", "inference_time_change"] == pytest.approx(-0.259)
+    assert table.loc["speaker", "accuracy_change"] == pytest.approx(0.0122)
+    assert table.loc["speaker", "train_time_change"] == pytest.approx(-0.478)
+    assert table.loc["speaker", "inference_time_change"] == pytest.approx(-0.587)
+
+
+def test_paper_best_layers_are_the_reported_ones():
+    table = pipeline.paper_best_layers().set_index(["concept", "model_size"])
+    assert table.loc[("word", "base"), "best_layer"] == 8 and table.loc[("speaker", "base"), "best_layer"] == 2
+    assert table.loc[("word", "large"), "best_layer"] == 15 and table.loc[("speaker", "large"), "best_layer"] == 4
+    assert (table["source"] == "paper (reported)").all()
+
+
+def test_pruning_vs_paper_keeps_ours_and_the_papers_apart():
+    ours = pd.DataFrame({"model": ["a", "b", "a", "b"], "task": ["word", "word", "speaker", "speaker"],
+                         "accuracy_change": [0.01, 0.03, -0.02, 0.0], "train_time_change": [-0.1, -0.3, -0.5, -0.5],
+                         "inference_time_change": [-0.2, -0.4, -0.6, -0.2]})
+    table = pipeline.pruning_vs_paper(ours, "lite")
+    assert len(table) == 4
+    mine = table[table["source"].str.startswith("this book, lite profile (mean of 2 models)")].set_index("task")
+    assert mine.loc["word", "accuracy_change"] == pytest.approx(0.02)
+    assert mine.loc["speaker", "inference_time_change"] == pytest.approx(-0.4)
+    paper = table[table["source"] == "paper (reported)"].set_index("task")
+    assert paper.loc["speaker", "accuracy_change"] == pytest.approx(0.0122)
+
+
+# ----------------------------------------------------------------------------- table helpers
+
+
+def _curve(model: str, concept: str, scores, stage: str = "pretrained", task: str | None = None) -> pd.DataFrame:
+    return pd.DataFrame({"model": model, "family": "hubert", "task": task or concept, "concept": concept,
+                         "stage": stage, "layer": np.arange(len(scores)), "score": scores,
+                         "p_best": np.full(len(scores), 1 / len(scores))})
+
+
+def test_best_layers_takes_the_argmax_and_the_shallower_layer_on_ties():
+    table = pd.concat([_curve("m", "word", [0.1, 0.5, 0.9, 0.9, 0.2]), _curve("m", "speaker", [0.3, 0.8, 0.1])])
+    best = pipeline.best_layers(table).set_index("concept")
+    assert best.loc["word", "best_layer"] == 2  # tie between layers 2 and 3
+    assert best.loc["word", "n_layers"] == 4 and best.loc["word", "relative_depth"] == pytest.approx(0.5)
+    assert best.loc["speaker", "best_layer"] == 1 and best.loc["speaker", "score"] == pytest.approx(0.8)
+
+
+def test_convexity_change_compares_the_last_layers_and_the_best_layers():
+    table = pd.concat([
+        _curve("m", "word", [0.2, 0.6, 0.4], stage="pretrained", task="word"),
+        _curve("m", "word", [0.2, 0.5, 0.9], stage="finetuned", task="word"),
+    ])
+    change = pipeline.convexity_change(table).iloc[0]
+    assert change["last_before"] == pytest.approx(0.4) and change["last_after"] == pytest.approx(0.9)
+    assert change["last_change"] == pytest.approx(0.5)
+    assert change["best_before"] == 1 and change["best_after"] == 2
+
+
+@pytest.mark.parametrize("n_layers, expected", [(1, [1]), (2, [1, 2]), (6, [1, 3, 6]), (12, [1, 6, 12]), (24, [1, 12, 24])])
+def test_projection_layers_are_early_middle_last(n_layers, expected):
+    assert pipeline.projection_layers(n_layers) == expected
+
+
+def test_projection_layers_rejects_a_model_without_layers():
+    with pytest.raises(ValueError, match="at least one"):
+        pipeline.projection_layers(0)
+
+
+def _toy_dataset() -> AudioDataset:
+    words = ["yes", "no", "yes", "no", "yes", "no", "yes"]
+    speakers = ["s2", "s2", "s1", "s1", "s3", "s3", "s1"]
+    ids = tuple(f"{w}/{s}_nohash_{i}.wav" for i, (w, s) in enumerate(zip(words, speakers)))
+    return AudioDataset(task="word", root=Path("/nonexistent"), clip_ids=ids, labels=tuple(words),
+                        splits=("train",) * 7, words=tuple(words), speakers=tuple(speakers))
+
+
+def test_example_clips_picks_distinct_speakers_for_one_word_in_sorted_order():
+    dataset = _toy_dataset()
+    chosen = pipeline.example_clips(dataset, word="yes", n=3)
+    assert [dataset.speakers[i] for i in chosen] == ["s1", "s2", "s3"]
+    assert all(dataset.words[i] == "yes" for i in chosen)
+    by_speaker = pipeline.example_clips(dataset, speaker="s1", n=5)
+    assert sorted(dataset.words[i] for i in by_speaker) == ["no", "yes"]  # only two distinct words exist
+
+
+def test_example_clips_explains_bad_requests():
+    with pytest.raises(ValueError, match="exactly one"):
+        pipeline.example_clips(_toy_dataset(), word="yes", speaker="s1")
+    with pytest.raises(ValueError, match="maybe"):
+        pipeline.example_clips(_toy_dataset(), word="maybe")
+
+
+def test_unknown_concepts_and_stages_are_rejected_with_the_choices():
+    with pytest.raises(ValueError, match="speaker"):
+        pipeline.concept_labels(_toy_dataset(), "emotion")
+    with pytest.raises(ValueError, match="finetuned"):
+        pipeline.convexity_by_layer("mini-hubert", "word", "lite", stage="distilled")
+
+
+def test_concept_labels_reads_the_right_field():
+    dataset = _toy_dataset()
+    assert list(pipeline.concept_labels(dataset, "speaker")) == list(dataset.speakers)
+    assert list(pipeline.concept_labels(dataset, "word")) == list(dataset.words)
+
+
+# ----------------------------------------------------------------------------- end to end on a tiny corpus
+
+
+@pytest.fixture()
+def tiny_profile(tmp_path, monkeypatch):
+    """A lite profile on a tiny synthetic corpus, with its own empty cache."""
+    monkeypatch.setenv("CONVEXLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    return convexlab.get_profile("lite", n_words=3, n_speakers=5, n_repetitions=8, min_utterances=4,
+                                 n_neighbors=3, max_pairs=40, n_bootstrap=4, batch_size=8)
+
+
+@pytest.fixture()
+def random_model_dir(tmp_path) -> str:
+    """A randomly initialised miniature HuBERT saved as a local folder (no pretraining, no network)."""
+    from convexlab.models import load_model
+
+    folder = tmp_path / "random-mini-hubert"
+    load_model("mini-hubert", pretrained=False, seed=0).save_pretrained(folder)
+    return str(folder)
+
+
+def test_analysis_dataset_holds_only_clips_that_finetuning_never_trains_on(tiny_profile):
+    held_out = pipeline.analysis_dataset("word", tiny_profile)
+    assert len(held_out) > 0 and "train" not in set(held_out.splits)
+    full = data.load_task("word", tiny_profile)
+    assert len(held_out) == sum(split != "train" for split in full.splits)
+    speakers = pipeline.analysis_dataset("speaker", tiny_profile)
+    assert set(speakers.splits) == {"test"}
+
+
+def test_convexity_by_layer_is_tidy_bounded_and_cached(tiny_profile, random_model_dir):
+    table = pipeline.convexity_by_layer(random_model_dir, "word", tiny_profile)
+    n_layers = 6  # the miniature's transformer layers
+    assert list(table["layer"]) == list(range(n_layers + 1))
+    assert set(table.columns) >= {"model", "family", "task", "concept", "stage", "layer", "score", "ci_low",
+                                  "ci_high", "p_best"}
+    assert (table["concept"] == "word").all() and (table["stage"] == "pretrained").all()
+    assert table["family"].iloc[0] == "hubert"
+    assert table["score"].between(0, 1).all()
+    assert (table["ci_low"] <= table["ci_high"]).all()
+    assert table["p_best"].sum() == pytest.approx(1.0)
+
+    cached = list((Path(convexlab.cache_root()) / "pipeline" / "convexity").glob("*.json"))
+    assert len(cached) == 1
+    again = pipeline.convexity_by_layer(random_model_dir, "word", tiny_profile)
+    pd.testing.assert_frame_equal(table, again)
+
+    other_k = pipeline.convexity_by_layer(random_model_dir, "word", tiny_profile.replace(n_neighbors=4))
+    assert len(list(cached[0].parent.glob("*.json"))) == 2  # another k is another result, not a stale hit
+    assert list(other_k["layer"]) == list(table["layer"])
+
+    layer = pipeline.choose_layer(random_model_dir, "word", tiny_profile)
+    assert layer == max(1, int(table.loc[table["score"].idxmax(), "layer"]))
