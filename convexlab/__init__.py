@@ -8,8 +8,12 @@ from convexlab.cache import cache_root
 from convexlab.profiles import PROFILES, Profile, get_profile
 
 # -- data (convexlab.data, convexlab.synth) --
+from convexlab.data import AudioDataset, corpus_root, load_task, speaker_task, speech_commands_root, word_task
+from convexlab.synth import generate_corpus, synthetic_corpus
 # -- models (convexlab.models) --
+from convexlab.models import FAMILIES, CheckpointUnavailableError, ModelFamily, family_of, load_model, miniature_config
 # -- extraction (convexlab.extract) --
+from convexlab.extract import LayerEmbeddings, extract_layers, layer_embeddings
 # -- convexity (convexlab.convexity) --
 from convexlab.convexity import ConvexityResult, best_layer, graph_convexity, layerwise_convexity, plot_convexity_graph, shortest_path_scores
 # -- pruning, finetuning, timing (convexlab.prune, convexlab.finetune, convexlab.timing) --
