@@ -107,6 +107,7 @@ class PretrainResult:
     encoder: torch.nn.Module  # the pretrained HF base model (Wav2Vec2Model, HubertModel or WavLMModel)
     log: list[dict[str, float]]  # one entry per step: step, loss, lr and the objective's parts
     seconds: float  # wall time of the optimisation (corpus and targets excluded)
+    cpu_seconds: float  # CPU time of the optimisation, all threads (wall time on a shared machine misleads)
     setup_seconds: float  # wall time to load the corpus and compute targets
     n_clips: int  # clips in the pretraining corpus
 
@@ -240,7 +241,7 @@ def pretrain(
         cursor = 0
         log: list[dict[str, float]] = []
         objective.train()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         bar = tqdm(range(config.steps), desc=f"pretraining mini-{family}", disable=None if progress is None else not progress)
         for step in bar:
             if cursor + batch_size > len(order):
@@ -260,14 +261,14 @@ def pretrain(
             schedule.step()
             log.append(entry)
             bar.set_postfix(loss=f"{entry['loss']:.3f}")
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     finally:
         np.random.set_state(numpy_state)
     encoder = objective.encoder.eval()
     for name in (*DROPOUT_FIELDS, "layerdrop"):  # finetuning later should see the architecture's own rates
         if hasattr(model_config, name):
             setattr(encoder.config, name, getattr(model_config, name))
-    return PretrainResult(family, encoder, log, seconds, setup_seconds, len(waveforms))
+    return PretrainResult(family, encoder, log, seconds, cpu_seconds, setup_seconds, len(waveforms))
 
 
 def _config_dict(model_config: PretrainedConfig) -> dict[str, Any]:
@@ -320,6 +321,7 @@ def ensure_pretrained(
                 "config": dataclasses.asdict(config),
                 "n_clips": result.n_clips,
                 "seconds": result.seconds,
+                "cpu_seconds": result.cpu_seconds,
                 "setup_seconds": result.setup_seconds,
                 "torch_threads": torch.get_num_threads(),
                 "steps": result.log,
