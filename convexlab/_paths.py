@@ -15,10 +15,17 @@ the frontier is a heap ordered by (distance, push order), neighbours are relaxed
 order, and a vertex's predecessor changes only on a strictly shorter distance. So the path
 chosen for (a, b) is the one the published per-pair code finds, from whichever start point.
 The searches run in parallel (numba threads), each on its own scratch arrays.
+
+A second search, from both ends of one pair at a time, settles fewer vertices when a source
+has few, far targets. It cannot follow networkx's tie rule, so it reports whether it met an
+equal-length alternative anywhere; such pairs are redone by the one-sided search, and without
+a tie the shortest path is unique, so both searches score every pair identically. By default
+the faster of the two on a pilot of sources does the rest (``score_paths(strategy=...)``).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numba
@@ -198,6 +205,148 @@ def _search_all(indptr, indices, weights, codes, sources, target_ptr, targets, n
     return out_score, out_hops
 
 
+@numba.njit(cache=True)
+def _clean_top(heap_dist, heap_order, heap_node, size, state, done):  # pragma: no cover - compiled
+    """Drop stale entries (vertices already settled) from the top of a lazy heap; return the new size."""
+    while size > 0 and state[heap_node[0]] == done:
+        _, _, size = _heap_pop(heap_dist, heap_order, heap_node, size)
+    return size
+
+
+@numba.njit(cache=True)
+def _write_path(pred_forward, pred_backward, near, far, buffer):  # pragma: no cover - compiled
+    """The path source..near (forward tree), far..target (backward tree) into buffer; its length."""
+    length = 0
+    v = near
+    while v != -1:
+        buffer[length] = v
+        length += 1
+        v = pred_forward[v]
+    buffer[:length] = buffer[:length][::-1].copy()
+    v = far
+    while v != -1:
+        buffer[length] = v
+        length += 1
+        v = pred_backward[v]
+    return length
+
+
+@numba.njit(cache=True)
+def _bidirectional(
+    indptr, indices, weights, codes, source, target, stamp,
+    state_f, dist_f, pred_f, heap_dist_f, heap_order_f, heap_node_f,
+    state_b, dist_b, pred_b, heap_dist_b, heap_order_b, heap_node_b,
+    best_path, other_path,
+):  # pragma: no cover - compiled
+    """Shortest source-target path by a search from both ends; (score, hops, tied).
+
+    ``tied`` is True when the search met two shortest paths of equal length (or an equal-length
+    alternative at any vertex it settled): then which one networkx would return depends on its
+    tie rule, and the caller repeats the pair with the one-sided ``_search``. Without a tie the
+    shortest path is unique, so both searches return it. The search goes on until the two
+    frontiers' distances sum to more than the best length found, so every equal-length path is
+    seen (each of its vertices is settled from one side or the other).
+    """
+    seen = 2 * stamp
+    done = seen + 1
+    tied = False
+    best = np.inf
+    best_near = -1
+    best_far = -1
+    state_f[source] = seen
+    dist_f[source] = 0.0
+    pred_f[source] = -1
+    state_b[target] = seen
+    dist_b[target] = 0.0
+    pred_b[target] = -1
+    size_f = _heap_push(heap_dist_f, heap_order_f, heap_node_f, 0, 0.0, 0, source)
+    size_b = _heap_push(heap_dist_b, heap_order_b, heap_node_b, 0, 0.0, 0, target)
+    pushes = 1
+    while True:
+        size_f = _clean_top(heap_dist_f, heap_order_f, heap_node_f, size_f, state_f, done)
+        size_b = _clean_top(heap_dist_b, heap_order_b, heap_node_b, size_b, state_b, done)
+        if size_f == 0 or size_b == 0 or heap_dist_f[0] + heap_dist_b[0] > best:
+            break
+        forward = heap_dist_f[0] <= heap_dist_b[0]
+        if forward:
+            d, v, size_f = _heap_pop(heap_dist_f, heap_order_f, heap_node_f, size_f)
+            state, dist, pred, state_o, dist_o = state_f, dist_f, pred_f, state_b, dist_b
+        else:
+            d, v, size_b = _heap_pop(heap_dist_b, heap_order_b, heap_node_b, size_b)
+            state, dist, pred, state_o, dist_o = state_b, dist_b, pred_b, state_f, dist_f
+        state[v] = done
+        for e in range(indptr[v], indptr[v + 1]):
+            u = indices[e]
+            u_state = state[u]
+            if u_state == done:
+                continue
+            candidate = d + weights[e]
+            if u_state != seen or candidate < dist[u]:
+                state[u] = seen
+                dist[u] = candidate
+                pred[u] = v
+                if forward:
+                    size_f = _heap_push(heap_dist_f, heap_order_f, heap_node_f, size_f, candidate, pushes, u)
+                else:
+                    size_b = _heap_push(heap_dist_b, heap_order_b, heap_node_b, size_b, candidate, pushes, u)
+                pushes += 1
+            elif candidate == dist[u]:
+                tied = True  # two shortest paths into u
+            if state_o[u] == seen or state_o[u] == done:
+                total = candidate + dist_o[u]
+                near, far = (v, u) if forward else (u, v)
+                if total < best:
+                    best, best_near, best_far = total, near, far
+                elif total == best and not tied and (near != best_near or far != best_far):
+                    # the same length again: a tie unless it is the same path crossed elsewhere
+                    length = _write_path(pred_f, pred_b, best_near, best_far, best_path)
+                    other = _write_path(pred_f, pred_b, near, far, other_path)
+                    if length != other or (best_path[:length] != other_path[:length]).any():
+                        tied = True
+        if tied:
+            return 0.0, -1, True
+    if best_near == -1:
+        return 0.0, -1, False  # different components
+    length = _write_path(pred_f, pred_b, best_near, best_far, best_path)
+    hops = length - 1
+    if hops == 1:
+        return 1.0, 1, False
+    source_class = codes[source]
+    in_class = 0
+    for i in range(1, length - 1):
+        if codes[best_path[i]] == source_class:
+            in_class += 1
+    return in_class / (hops - 1), hops, False
+
+
+@numba.njit(parallel=True, cache=True)
+def _bidirectional_all(indptr, indices, weights, codes, sources, targets, n_workers):  # pragma: no cover
+    """``_bidirectional`` for every pair: scores (P,), hops (P,), tied (P,) bool."""
+    n = indptr.shape[0] - 1
+    heap_capacity = indices.shape[0] + 1
+    n_pairs = sources.shape[0]
+    out_score = np.zeros(n_pairs)
+    out_hops = np.full(n_pairs, -1, dtype=np.int64)
+    out_tied = np.zeros(n_pairs, dtype=np.bool_)
+    for worker in numba.prange(n_workers):
+        state_f = np.zeros(n, dtype=np.int64)
+        state_b = np.zeros(n, dtype=np.int64)
+        dist_f, dist_b = np.empty(n), np.empty(n)
+        pred_f, pred_b = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        heap_dist_f, heap_dist_b = np.empty(heap_capacity), np.empty(heap_capacity)
+        heap_order_f, heap_order_b = np.empty(heap_capacity, dtype=np.int64), np.empty(heap_capacity, dtype=np.int64)
+        heap_node_f, heap_node_b = np.empty(heap_capacity, dtype=np.int64), np.empty(heap_capacity, dtype=np.int64)
+        best_path, other_path = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        for i in range(worker, n_pairs, n_workers):
+            out_score[i], out_hops[i], out_tied[i] = _bidirectional(
+                indptr, indices, weights, codes, sources[i], targets[i], i + 1,
+                state_f, dist_f, pred_f, heap_dist_f, heap_order_f, heap_node_f,
+                state_b, dist_b, pred_b, heap_dist_b, heap_order_b, heap_node_b,
+                best_path, other_path,
+            )
+    return out_score, out_hops, out_tied
+
+
 def _csr_parts(adjacency: scipy.sparse.csr_array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     adjacency = scipy.sparse.csr_array(adjacency)
     if not adjacency.has_sorted_indices:
@@ -210,27 +359,72 @@ def _csr_parts(adjacency: scipy.sparse.csr_array) -> tuple[np.ndarray, np.ndarra
 
 
 def score_paths(
-    adjacency: scipy.sparse.csr_array, codes: np.ndarray, pairs: PairSample
+    adjacency: scipy.sparse.csr_array, codes: np.ndarray, pairs: PairSample, *, strategy: str = "auto"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Score the shortest path of every pair.
 
     adjacency: (N, N) symmetric CSR graph; codes: (N,) int64 class codes; pairs: P pairs.
+    ``strategy``: "one-sided" (one search per source, stopped at its last target),
+    "bidirectional" (one search from both ends per pair; pairs with equal-length alternatives
+    are redone one-sided) or "auto" (times both on a pilot of sources and runs the faster).
+    All three give identical scores; only the time differs.
     Returns scores (P,) float64 in [0, 1] (0 when unreachable) and hops (P,) int64 (-1 when
     unreachable), in the order of ``pairs``.
     """
     indptr, indices, weights = _csr_parts(adjacency)
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    if strategy == "auto":
+        return _score_paths_auto(adjacency, codes, pairs)
+    if strategy == "bidirectional":
+        n_workers = max(1, min(numba.get_num_threads(), pairs.sources.size))
+        scores, hops, tied = _bidirectional_all(
+            indptr, indices, weights, codes, pairs.sources.astype(np.int64), pairs.targets.astype(np.int64), n_workers
+        )
+        if tied.any():
+            redo = np.flatnonzero(tied)
+            scores[redo], hops[redo] = score_paths(adjacency, codes, _subset(pairs, redo), strategy="one-sided")
+        return scores, hops
+    if strategy != "one-sided":
+        raise ValueError(f"strategy must be 'auto', 'bidirectional' or 'one-sided'; got {strategy!r}.")
     order = np.argsort(pairs.sources, kind="stable")
     sorted_sources = pairs.sources[order]
     sources, starts = np.unique(sorted_sources, return_index=True)
     target_ptr = np.append(starts, sorted_sources.size).astype(np.int64)
     n_workers = max(1, min(numba.get_num_threads(), sources.size))
     scores_sorted, hops_sorted = _search_all(
-        indptr, indices, weights, np.ascontiguousarray(codes, dtype=np.int64),
+        indptr, indices, weights, codes,
         sources.astype(np.int64), target_ptr, np.ascontiguousarray(pairs.targets[order], dtype=np.int64), n_workers,
     )
     scores = np.empty_like(scores_sorted)
     hops = np.empty_like(hops_sorted)
     scores[order], hops[order] = scores_sorted, hops_sorted
+    return scores, hops
+
+
+def _subset(pairs: PairSample, mask: np.ndarray) -> PairSample:
+    return PairSample(pairs.sources[mask], pairs.targets[mask], pairs.pair_class[mask])
+
+
+def _score_paths_auto(adjacency, codes, pairs: PairSample, *, pilot_sources: int = 48, min_pairs: int = 5000):
+    """Which search is cheaper depends on the data: one-sided wins when a source has many
+    targets or they are near, bidirectional when they are few and far (it was 2x faster on
+    overlapping 768-D classes at N = 10k, 1.5x slower with random labels). Time both on the
+    pairs of a few sources, then run the faster on the rest."""
+    sources = np.unique(pairs.sources)
+    if pairs.sources.size < min_pairs or sources.size < 4 * pilot_sources:
+        return score_paths(adjacency, codes, pairs, strategy="one-sided")
+    in_pilot = np.isin(pairs.sources, sources[:: sources.size // pilot_sources][:pilot_sources])
+    pilot = _subset(pairs, in_pilot)
+    seconds = {}
+    for strategy in ("one-sided", "bidirectional"):
+        started = time.perf_counter()
+        pilot_scores, pilot_hops = score_paths(adjacency, codes, pilot, strategy=strategy)
+        seconds[strategy] = time.perf_counter() - started
+    faster = min(seconds, key=seconds.get)
+    scores = np.empty(pairs.sources.size)
+    hops = np.empty(pairs.sources.size, dtype=np.int64)
+    scores[in_pilot], hops[in_pilot] = pilot_scores, pilot_hops
+    scores[~in_pilot], hops[~in_pilot] = score_paths(adjacency, codes, _subset(pairs, ~in_pilot), strategy=faster)
     return scores, hops
 
 

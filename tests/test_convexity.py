@@ -312,3 +312,21 @@ def test_shortest_path_scores_and_plot():
     plt.close(ax.figure)
     with pytest.raises(ValueError, match="2-D"):
         plot_convexity_graph(np.zeros((10, 3)), [0] * 10, n_neighbors=2)
+
+
+@pytest.mark.parametrize("duplicated", [False, True])
+def test_search_strategies_score_identically(duplicated):
+    from convexlab._paths import score_paths
+
+    X, labels = blobs(100, 4, 6, separation=0.5, seed=19)
+    if duplicated:
+        X, labels = with_duplicates(X, labels, n_copies=40, seed=20)
+    graph = knn_graph(X, n_neighbors=6)
+    pairs = sample_pairs(labels, n_classes=4, max_pairs=2000, seed=0)
+    one_sided = score_paths(graph.adjacency, labels, pairs, strategy="one-sided")
+    for strategy in ("bidirectional", "auto"):
+        scores, hops = score_paths(graph.adjacency, labels, pairs, strategy=strategy)
+        np.testing.assert_array_equal(scores, one_sided[0])
+        np.testing.assert_array_equal(hops, one_sided[1])
+    expected = per_pair_scores(X, labels, list(zip(pairs.sources[:300].tolist(), pairs.targets[:300].tolist())), k=6)
+    np.testing.assert_array_equal(one_sided[0][:300], expected)
