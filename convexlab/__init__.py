@@ -18,7 +18,7 @@ from convexlab.extract import LayerEmbeddings, extract_layers, layer_embeddings
 from convexlab.convexity import ConvexityResult, best_layer, graph_convexity, layerwise_convexity, plot_convexity_graph, shortest_path_scores
 # -- pruning, finetuning, timing (convexlab.prune, convexlab.finetune, convexlab.timing) --
 # -- pretraining of miniature models (convexlab.pretrain) --
-from convexlab.pretrain import PretrainConfig, ensure_pretrained, pretrain
+from convexlab.pretrain import PretrainConfig, ensure_pretrained
 # -- plots (convexlab.plots) --
 from convexlab.plots import CONCEPT_COLORS, MODEL_COLORS, miniature_label, styled_table
 # -- pipeline: the book's chapter glue, and the 2-D teaching toys (convexlab.pipeline, convexlab.toys) --

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModel, HubertConfig, Wav2Vec2Config, WavLMConfig
 
-from convexlab import pretrain as pretrain_module
+import convexlab.pretrain as pretrain_module
 from convexlab.objectives import (
     ContrastiveObjective,
     contrastive_loss_sum,
@@ -209,3 +209,36 @@ def test_interrupted_save_leaves_no_folder(tiny_cache, monkeypatch):
     path = pretrained_path("hubert", config=config, model_config=model_config)
     assert not path.exists()
     assert not [p for p in path.parent.iterdir() if p.name.startswith(f".{path.name}")]
+
+
+def test_cli_pretrains_once_and_reports(tiny_cache, monkeypatch, capsys):
+    from convexlab.__main__ import main
+
+    calls = []
+    real_pretrain = pretrain_module.pretrain
+
+    def counting_pretrain(*args, **kwargs):
+        calls.append(args)
+        return real_pretrain(*args, **kwargs)
+
+    monkeypatch.setattr(pretrain_module, "pretrain", counting_pretrain)
+    assert main(["pretrain", "--family", "hubert", "--steps", "2", "--threads", "1"]) == 0
+    assert main(["pretrain", "--family", "hubert", "--steps", "2", "--threads", "1"]) == 0
+    assert len(calls) == 1, "the second CLI call should reuse the cached model"
+    out = capsys.readouterr().out
+    assert out.count("mini-hubert:") == 2 and "over 2 steps" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(TINY_CONFIGS))
+def test_miniature_objective_learns_on_synthetic_speech(family):
+    """The real miniature architecture on real (synthetic) speech: a short run lowers the loss."""
+    from convexlab.data import word_task
+    from convexlab.synth import synthetic_corpus
+
+    config = PretrainConfig(steps=60, batch_size=8, n_speakers=4, n_repetitions=1)
+    root = synthetic_corpus(n_words=12, n_speakers=4, n_repetitions=1, seed=config.corpus_seed, speaker_prefix="pretrain")
+    dataset = word_task(root)
+    result = pretrain(family, seed=0, config=config, waveforms=dataset.batch(range(len(dataset))), progress=False)
+    losses = np.array([entry["loss"] for entry in result.log])
+    assert losses[-10:].mean() < losses[:10].mean() - 0.05 * abs(losses[:10].mean())
