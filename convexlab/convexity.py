@@ -177,6 +177,12 @@ def graph_convexity(
 
     With all pairs the result depends neither on the order of the points nor on the label
     names; with sampling it is fixed by ``seed`` and independent of label names.
+
+    Exactness: the kNN graph equals the one from a float64 ``cdist`` with ties at the cut-off
+    ranked by index; among equal-length shortest paths (duplicate points) the one
+    ``networkx.dijkstra_path`` returns is scored, so the scores equal the published per-pair
+    code's. Cost: kNN O(N^2 D) in blocks; paths roughly O(N^2) settled vertices when classes
+    overlap, far less when they are compact (see ``benchmarks/convexity.py``).
     """
     started = time.perf_counter()
     X64, classes, pairs = _prepare(X, labels, n_neighbors, max_pairs, seed)
