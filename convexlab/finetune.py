@@ -34,6 +34,7 @@ the project's CI runs on one device.)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -41,11 +42,11 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from convexlab.cache import atomic_dir, cache_path, load_json, save_json, stable_hash
@@ -221,13 +222,6 @@ def _run_name(model_name: str, task: str, num_layers: int | None) -> str:
     return f"{stem}-{task}-{depth}"
 
 
-def _label_ids(dataset) -> tuple[list[str], np.ndarray]:
-    """Class names (sorted) and each clip's class id, shape (N,), from the task's labels."""
-    names = sorted(set(dataset.labels))
-    index = {name: i for i, name in enumerate(names)}
-    return names, np.array([index[label] for label in dataset.labels], dtype=np.int64)
-
-
 def _split(dataset, split: str):
     present = sorted(set(dataset.splits))
     if split not in present:
@@ -264,6 +258,47 @@ def _mixed_precision_args(mixed_precision: str | None) -> dict:
     raise ValueError(f"mixed_precision={mixed_precision!r}; use None, 'bf16' or 'fp16'")
 
 
+def _optimizer(model, *, learning_rate: float, head_learning_rate: float | None, weight_decay: float):
+    """AdamW with the encoder at ``learning_rate`` and the new head (projector, classifier) at
+    ``head_learning_rate``: a fresh head may need larger steps than pretrained layers tolerate.
+    Biases and norms get no weight decay, as in the Trainer's default optimizer. The Trainer adds
+    its learning-rate schedule (warm-up, linear decay) to both groups."""
+    head_names = ("projector.", "classifier.")
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            decays = parameter.ndim >= 2
+            groups.setdefault((name.startswith(head_names), decays), []).append(parameter)
+    head_lr = learning_rate if head_learning_rate is None else head_learning_rate
+    return torch.optim.AdamW(
+        [{"params": params, "lr": head_lr if is_head else learning_rate, "weight_decay": weight_decay if decays else 0.0}
+         for (is_head, decays), params in sorted(groups.items())],
+        lr=learning_rate,
+    )
+
+
+def _show_progress(progress: bool | None) -> bool:
+    """``None``: show bars unless ``TQDM_DISABLE`` is set (as tqdm itself does)."""
+    if progress is None:
+        return os.environ.get("TQDM_DISABLE", "").lower() in ("", "0", "false")
+    return bool(progress)
+
+
+@contextlib.contextmanager
+def _transformers_bars(show: bool) -> Iterator[None]:
+    """Turn transformers' own progress bars (saving shards, ...) off for a block if ``show`` is False."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if not show and was_enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled and not hf_logging.is_progress_bar_enabled():
+            hf_logging.enable_progress_bar()
+
+
 def _reset_head(model, *, seed: int) -> None:
     """Initialise the projector and classifier from ``seed`` alone, as HF initialises Linear layers,
     so full and pruned runs start from the same head whatever the RNG state before loading."""
@@ -287,17 +322,20 @@ def finetune(
     epochs: float = 3.0,
     batch_size: int = 16,
     learning_rate: float = 5e-4,
+    head_learning_rate: float | None = None,
     weight_decay: float = 0.0,
     warmup_ratio: float = 0.1,
     seed: int = 0,
     device: str = "cpu",
     pretrained: bool = True,
+    spec_augment: bool = True,
     mixed_precision: str | None = None,
     train_split: str = "train",
     eval_split: str = "test",
     cache: bool = True,
     keep_checkpoints: bool = False,
     progress: bool | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> FinetuneResult:
     """Finetune ``model_name`` on ``dataset``'s train split; evaluate on its test split.
 
@@ -310,6 +348,10 @@ def finetune(
     Trainer's progress bars unless ``TQDM_DISABLE`` is set. With ``cache=True`` a finished run with
     the same key is returned at once and an interrupted one resumes from its last checkpoint;
     ``keep_checkpoints=False`` deletes them once the run has finished (the final model is kept).
+    ``head_learning_rate`` (default: ``learning_rate``) is the new head's learning rate;
+    ``spec_augment`` keeps the model's SpecAugment time masking on while training (HF's default).
+    ``callbacks``: extra ``TrainerCallback``s (not part of the cache key: they must not change
+    the result).
     """
     from convexlab.models import feature_extractor_for, load_model
 
@@ -322,16 +364,17 @@ def finetune(
     trainer_device = _trainer_device_args(device)
     precision = _mixed_precision_args(mixed_precision)
     train_set, eval_set = _split(dataset, train_split), _split(dataset, eval_split)
-    label_names, _ = _label_ids(dataset)
+    label_names = dataset.label_names  # classes of the whole dataset, so both splits share ids
     label_index = {name: i for i, name in enumerate(label_names)}
     train_labels = np.array([label_index[label] for label in train_set.labels], dtype=np.int64)
     eval_labels = np.array([label_index[label] for label in eval_set.labels], dtype=np.int64)
 
     hyperparameters = {
         "epochs": float(epochs), "batch_size": int(batch_size), "learning_rate": float(learning_rate),
+        "head_learning_rate": None if head_learning_rate is None else float(head_learning_rate),
         "weight_decay": float(weight_decay), "warmup_ratio": float(warmup_ratio), "seed": int(seed),
         "mixed_precision": mixed_precision, "train_split": train_split, "eval_split": eval_split,
-        "pretrained": bool(pretrained), "frozen_feature_encoder": True,
+        "pretrained": bool(pretrained), "spec_augment": bool(spec_augment), "frozen_feature_encoder": True,
     }
     weights = _weights_identity(str(model_name), pretrained=pretrained, seed=seed)
     key = stable_hash(FINETUNE_VERSION, weights, task, num_layers, dataset.content_hash(), hyperparameters, str(device))
@@ -351,6 +394,7 @@ def finetune(
         prune(model, num_layers)
     _reset_head(model, seed=seed)
     model.config.use_weighted_layer_sum = False
+    model.config.apply_spec_augment = bool(spec_augment)  # read at every forward: masks time spans while training
     model.freeze_feature_encoder()
     model.train()
 
@@ -372,7 +416,7 @@ def finetune(
         logging_strategy="steps",
         logging_steps=max(1, len(train_set) // batch_size // 4),
         report_to=[],
-        disable_tqdm=None if progress is None else not progress,
+        disable_tqdm=not _show_progress(progress),
         remove_unused_columns=False,  # keep sample_ids for the batch log
         dataloader_num_workers=0,
         **trainer_device,
@@ -383,23 +427,30 @@ def finetune(
         args=args,
         train_dataset=_ClipDataset(train_labels),
         data_collator=_AudioCollator(train_set, feature_extractor_for(model)),
+        optimizers=(_optimizer(model, learning_rate=learning_rate, head_learning_rate=head_learning_rate,
+                               weight_decay=weight_decay), None),
     )
+    trainer.remove_callback(PrinterCallback)  # it prints every log line when bars are off; history keeps them
     timer = TrainingTimer(device=trainer.args.device)
     trainer.add_callback(timer)
     trainer.add_callback(_SaveBatchLog(trainer))
+    for callback in callbacks:
+        trainer.add_callback(callback)
 
     resume_from = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     if resume_from is not None and (Path(resume_from) / BATCH_IDS_FILE).is_file():
         trainer.batch_log = load_json(Path(resume_from) / BATCH_IDS_FILE)
     n_logged_before = len(trainer.batch_log)
-    trainer.train(resume_from_checkpoint=resume_from)
+    with _transformers_bars(_show_progress(progress)):
+        trainer.train(resume_from_checkpoint=resume_from)
     samples_here = sum(len(batch) for batch in trainer.batch_log[n_logged_before:])
     training = timer.result(n_samples=samples_here, batch_size=batch_size,
                             dtype=mixed_precision if precision else "float32")
 
     # Evaluation: the collator reads the evaluation clips through a second dataset wrapper.
     trainer.data_collator = _AudioCollator(eval_set, feature_extractor_for(model))
-    prediction = trainer.predict(_ClipDataset(eval_labels))
+    with _transformers_bars(_show_progress(progress)):
+        prediction = trainer.predict(_ClipDataset(eval_labels))
     predicted = np.asarray(prediction.predictions).argmax(axis=-1)
     accuracy, macro_f1 = _scores(eval_labels, predicted)
     eval_loss = float(prediction.metrics.get("test_loss", float("nan")))
@@ -440,7 +491,7 @@ def finetune(
         },
     )
     if trainer.is_world_process_zero():
-        with atomic_dir(model_dir) as folder:
+        with atomic_dir(model_dir) as folder, _transformers_bars(_show_progress(progress)):
             trainer.save_model(str(folder))
         save_json(run_dir / BATCH_IDS_FILE, batch_clips)
         save_json(run_dir / RESULT_FILE, result.to_dict())  # written last: marks the run finished
@@ -472,14 +523,25 @@ def load_batch_ids(result_or_run_dir: FinetuneResult | str | os.PathLike) -> lis
 
 
 def training_dataset(task: str, profile) -> Any:
-    """The dataset a profile finetunes on: ``load_task(task, profile)``, with every split capped
-    at ``profile.max_train_per_class`` clips per class when that is set."""
+    """The dataset a profile finetunes on: ``load_task(task, profile)`` with its train split capped
+    at ``profile.max_train_per_class`` clips per class (drawn with ``profile.seed``) when that is
+    set; the other splits are kept whole, so evaluation does not change with the cap."""
     from convexlab.data import load_task
 
     dataset = load_task(_check_task(task), profile)
-    if profile.max_train_per_class is not None:
-        dataset = dataset.subsample(profile.max_train_per_class, seed=profile.seed)
-    return dataset
+    cap = profile.max_train_per_class
+    if cap is None:
+        return dataset
+    rng = np.random.default_rng(profile.seed)
+    train_by_label: dict[str, list[int]] = {}
+    for i, (label, split) in enumerate(zip(dataset.labels, dataset.splits)):
+        if split == "train":
+            train_by_label.setdefault(label, []).append(i)
+    keep = [i for i, split in enumerate(dataset.splits) if split != "train"]
+    for label in sorted(train_by_label):
+        members = train_by_label[label]
+        keep += members if len(members) <= cap else rng.choice(members, size=cap, replace=False).tolist()
+    return dataset.select(sorted(keep), max_train_per_class=cap, max_train_seed=profile.seed)
 
 
 def finetune_for_profile(model_name: str, task: str, profile, *, num_layers: int | None = None,
@@ -502,7 +564,7 @@ def finetune_for_profile(model_name: str, task: str, profile, *, num_layers: int
 
 def finetuned_layer_embeddings(result_or_path: FinetuneResult | str | os.PathLike, dataset, *,
                                batch_size: int = 16, device: str = "cpu", dtype=torch.float32,
-                               cache: bool = True):
+                               cache: bool = True, progress: bool | None = None):
     """Layer-wise mean-pooled embeddings of a finetuned model's encoder, for before/after convexity.
 
     ``result_or_path``: a :class:`FinetuneResult` or its ``model_dir``. Returns
@@ -516,7 +578,8 @@ def finetuned_layer_embeddings(result_or_path: FinetuneResult | str | os.PathLik
     if not (Path(model_dir) / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir} holds no finetuned model (no config.json); run finetune() first")
     encoder = load_model(str(model_dir), device=device, dtype=dtype)  # AutoModel: the encoder without the head
-    return extract_layers(encoder, dataset, batch_size=batch_size, device=device, dtype=dtype, cache=cache)
+    return extract_layers(encoder, dataset, batch_size=batch_size, device=device, dtype=dtype, cache=cache,
+                          progress=progress)
 
 
 def __getattr__(name: str):
