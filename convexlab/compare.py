@@ -150,8 +150,8 @@ def compare_pruned(
     from convexlab.profiles import Profile, get_profile
 
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
-    batch_size = timing_batch_size or getattr(profile, "timing_batch_size", 8)
-    repeats = timing_repeats or getattr(profile, "timing_repeats", 6)
+    batch_size = timing_batch_size or profile.timing_batch_size
+    repeats = timing_repeats or profile.timing_repeats
 
     full = finetune_for_profile(model_name, task, profile)
     if not 1 <= layer <= full.num_layers:

@@ -547,8 +547,8 @@ def training_dataset(task: str, profile) -> Any:
 def finetune_for_profile(model_name: str, task: str, profile, *, num_layers: int | None = None,
                          **overrides: Any) -> FinetuneResult:
     """:func:`finetune` with the data, sizes and hyper-parameters of a :class:`convexlab.Profile`
-    (``finetune_epochs``, ``finetune_batch_size``, ``learning_rate``, ``max_train_per_class``,
-    ``seed``, ``device``); ``overrides`` are passed on to :func:`finetune`. Cached like it."""
+    (``finetune_epochs``, ``finetune_batch_size``, ``learning_rate``, ``finetune_head_learning_rate``,
+    ``finetune_spec_augment``, ``max_train_per_class``, ``seed``, ``device``); ``overrides`` are passed on to :func:`finetune`. Cached like it."""
     from convexlab.profiles import Profile, get_profile
 
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
@@ -556,6 +556,8 @@ def finetune_for_profile(model_name: str, task: str, profile, *, num_layers: int
         "epochs": profile.finetune_epochs,
         "batch_size": profile.finetune_batch_size,
         "learning_rate": profile.learning_rate,
+        "head_learning_rate": profile.finetune_head_learning_rate,
+        "spec_augment": profile.finetune_spec_augment,
         "seed": profile.seed,
         "device": profile.device,
     } | overrides

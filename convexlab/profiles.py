@@ -42,6 +42,11 @@ class Profile:
     finetune_batch_size: int = 16
     learning_rate: float = 5e-4
     max_train_per_class: int | None = None  # cap training clips per class (None: all)
+    finetune_head_learning_rate: float | None = None  # learning rate of the new head (None: learning_rate)
+    finetune_spec_augment: bool = True  # HF's SpecAugment time masking while finetuning
+    # inference timing
+    timing_batch_size: int = 8  # clips per timed forward pass
+    timing_repeats: int = 6  # timed forward passes per model
     seed: int = 0  # every random choice derives from this seed
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, recorded but unused by the library
 
@@ -68,8 +73,14 @@ PROFILES: dict[str, Profile] = {
         min_utterances=24,
         n_per_class=None,
         max_pairs=2000,
+        # finetuning sized for ~5-15 s per run on 2 CPU cores: few clips, a fast head, no
+        # SpecAugment (on 49-frame clips HF's minimum of 2 masks x 10 frames hides 40 % of a clip)
         finetune_epochs=4.0,
+        finetune_batch_size=8,
         learning_rate=1e-3,
+        finetune_head_learning_rate=1e-2,
+        finetune_spec_augment=False,
+        max_train_per_class=10,
     ),
     "paper": Profile(
         name="paper",
@@ -90,6 +101,8 @@ PROFILES: dict[str, Profile] = {
         finetune_epochs=5.0,
         finetune_batch_size=32,
         learning_rate=3e-5,
+        timing_batch_size=32,
+        timing_repeats=20,
         seed=42,
     ),
     "large": Profile(
@@ -105,6 +118,8 @@ PROFILES: dict[str, Profile] = {
         finetune_epochs=5.0,
         finetune_batch_size=16,
         learning_rate=2e-5,
+        timing_batch_size=32,
+        timing_repeats=20,
         seed=42,
     ),
 }

@@ -23,7 +23,8 @@ from convexlab.finetune import (
     training_dataset,
 )
 
-FAST = dict(epochs=1.0, batch_size=8, learning_rate=1e-3, head_learning_rate=1e-2, pretrained=False, progress=False)
+FAST = dict(epochs=1.0, batch_size=8, learning_rate=1e-3, head_learning_rate=1e-2, spec_augment=False, pretrained=False,
+            progress=False)
 
 
 @pytest.fixture(scope="module")
