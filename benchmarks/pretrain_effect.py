@@ -14,6 +14,7 @@ pretraining time and loss of each family from its training log.
 
     python benchmarks/pretrain_effect.py                       # all four families
     python benchmarks/pretrain_effect.py --family hubert --per-word 24 --threads 2
+    python benchmarks/pretrain_effect.py --family hubert --mask-prob 0.8 --mask-length 10   # a variant
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from convexlab.convexity import layerwise_convexity
 from convexlab.data import load_task
 from convexlab.extract import extract_layers
 from convexlab.models import FAMILIES, load_model
-from convexlab.pretrain import ensure_pretrained, training_log
+from convexlab.pretrain import PretrainConfig, ensure_pretrained, training_log
 from convexlab.profiles import get_profile
 
 
@@ -68,10 +69,16 @@ def main() -> None:
     parser.add_argument("--max-pairs", type=int, default=2000)
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0, help="model seed (pretraining and random init)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (use 1 on a busy machine)")
+    parser.add_argument("--steps", type=int, help="pretraining override (default: PretrainConfig's)")
+    parser.add_argument("--mask-prob", type=float, help="pretraining override")
+    parser.add_argument("--mask-length", type=int, help="pretraining override")
+    parser.add_argument("--learning-rate", type=float, help="pretraining override")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    config = PretrainConfig().replace(steps=args.steps, mask_prob=args.mask_prob, mask_length=args.mask_length,
+                                      learning_rate=args.learning_rate)
     profile = get_profile("lite")
     dataset = load_task("word", profile).subsample(args.per_word, seed=0)
     print(f"analysis clips: {len(dataset)} ({len(set(dataset.words))} words, {len(set(dataset.speakers))} speakers)")
@@ -79,7 +86,7 @@ def main() -> None:
     summary = []
     for family in families:
         start = time.perf_counter()
-        folder = ensure_pretrained(family, seed=args.seed)
+        folder = ensure_pretrained(family, seed=args.seed, config=config)
         log = training_log(folder)
         losses = [entry["loss"] for entry in log["steps"]]
         window = max(1, len(losses) // 10)
@@ -88,7 +95,8 @@ def main() -> None:
               f"{log['torch_threads']} threads); loss {np.mean(losses[:window]):.3f} -> {np.mean(losses[-window:]):.3f}")
         tables = {}
         for kind, pretrained in (("pretrained", True), ("random", False)):
-            model = load_model(FAMILIES[family].miniature_name, pretrained=pretrained, seed=args.seed)
+            name = str(folder) if pretrained else FAMILIES[family].miniature_name
+            model = load_model(name, pretrained=pretrained, seed=args.seed)
             embeddings = extract_layers(model, dataset, cache=False, progress=False)
             tables[kind] = layer_table(embeddings, n_neighbors=args.n_neighbors, max_pairs=args.max_pairs,
                                        folds=args.folds, seed=args.seed)
