@@ -17,6 +17,10 @@ from convexlab.extract import LayerEmbeddings, extract_layers, layer_embeddings
 # -- convexity (convexlab.convexity) --
 from convexlab.convexity import ConvexityResult, best_layer, graph_convexity, layerwise_convexity, plot_convexity_graph, shortest_path_scores
 # -- pruning, finetuning, timing (convexlab.prune, convexlab.finetune, convexlab.timing) --
+from convexlab.prune import count_parameters, prune
+from convexlab.finetune import FinetuneResult, finetune, finetune_for_profile, finetuned_layer_embeddings
+from convexlab.timing import InferenceTiming, TrainingTiming, compare_inference, measure_inference
+from convexlab.compare import PruneComparison, compare_pruned
 # -- pretraining of miniature models (convexlab.pretrain) --
 from convexlab.pretrain import PretrainConfig, ensure_pretrained
 # -- plots (convexlab.plots) --
