@@ -17,6 +17,7 @@ cut-off) is ranked over all points in float64. The result equals the one from a 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -93,6 +94,17 @@ def _row_distances(X, i):  # pragma: no cover - compiled
             total += diff * diff
         out[j] = np.sqrt(total)
     return out
+
+
+@contextlib.contextmanager
+def _exact_float32_matmul():
+    """Full float32 products (no TF32 on GPUs): the certification bound assumes float32 rounding."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
 
 
 def _rank_stably(distances: np.ndarray, indices: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -174,7 +186,8 @@ def knn_graph(
         stop = min(n, start + rows_per_block)
         rows = np.arange(start, stop)
         # |x_j|^2 - 2 x_i.x_j ranks row i like the squared distance (|x_i|^2 is constant per row).
-        partial = torch.addmm(squared_norms[None, :], centred[start:stop], centred.T, alpha=-2.0)
+        with _exact_float32_matmul():
+            partial = torch.addmm(squared_norms[None, :], centred[start:stop], centred.T, alpha=-2.0)
         partial[torch.arange(stop - start, device=device), torch.arange(start, stop, device=device)] = torch.inf
         shortlist_partial, shortlist = torch.topk(partial, n_candidates, dim=1, largest=False, sorted=True)
         shortlist = shortlist.cpu().numpy().astype(np.int64)
