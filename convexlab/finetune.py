@@ -66,6 +66,7 @@ FINETUNE_VERSION = 1  # bump when training changes meaning, so cached runs are n
 _TASKS = ("word", "speaker")
 BATCH_IDS_FILE = "batch_ids.json"
 RESULT_FILE = "result.json"
+KEY_FILE = "run_key.json"  # the key of the run a folder belongs to, written before training starts
 
 
 @dataclass
@@ -115,7 +116,10 @@ class FinetuneResult:
         path = Path(run_dir) / RESULT_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: {run_dir} is not a finished finetuning run; run finetune()")
-        return cls.from_dict(load_json(path))
+        result = cls.from_dict(load_json(path))
+        # The folder may have moved with its cache since it was written: trust where it is now.
+        result.run_dir, result.model_dir = Path(run_dir), Path(run_dir) / "model"
+        return result
 
 
 # --------------------------------------------------------------------------- data for the Trainer
@@ -379,13 +383,16 @@ def finetune(
     weights = _weights_identity(str(model_name), pretrained=pretrained, seed=seed)
     key = stable_hash(FINETUNE_VERSION, weights, task, num_layers, dataset.content_hash(), hyperparameters, str(device))
     run_dir = Path(output_dir) if output_dir is not None else cache_path("runs", f"{_run_name(model_name, task, num_layers)}-{key}")
-    if cache and (run_dir / RESULT_FILE).is_file():
-        stored = FinetuneResult.load(run_dir)
-        if stored.key == key:
-            return stored
-    if not cache and run_dir.exists():
-        shutil.rmtree(run_dir)
+    marker = run_dir / KEY_FILE
+    stored_key = load_json(marker) if marker.is_file() else None
+    if cache and stored_key == key and (run_dir / RESULT_FILE).is_file():
+        return FinetuneResult.load(run_dir)
+    if run_dir.is_dir() and stored_key is None and any(run_dir.iterdir()):
+        raise ValueError(f"output_dir {run_dir} exists and is not a finetuning run folder; pass a new or empty folder")
+    if run_dir.exists() and (not cache or stored_key != key):
+        shutil.rmtree(run_dir)  # another run's folder: its checkpoints must not be resumed
     run_dir.mkdir(parents=True, exist_ok=True)
+    save_json(marker, key)
 
     model = load_model(str(model_name), task=task, num_labels=len(label_names), label_names=label_names,
                        pretrained=pretrained, seed=seed, device="cpu")

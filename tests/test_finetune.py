@@ -199,3 +199,16 @@ def test_prune_compare_cli_is_registered():
     args = build_parser().parse_args(["prune-compare", "--model", "mini-hubert", "--task", "speaker", "--layer", "2"])
     assert args.stage == "prune-compare" and args.layer == "2" and args.profile == "lite"
     assert callable(args.handler)
+
+
+def test_output_dir_of_another_run_is_not_resumed_and_foreign_folders_are_refused(word_data, tmp_path):
+    folder = tmp_path / "run"
+    first = finetune("mini-hubert", word_data, num_layers=1, output_dir=folder, **FAST)
+    second = finetune("mini-hubert", word_data, num_layers=1, output_dir=folder, **(FAST | {"seed": 5}))
+    assert second.key != first.key and FinetuneResult.load(folder).key == second.key
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not a finetuning run folder"):
+        finetune("mini-hubert", word_data, num_layers=1, output_dir=foreign, **FAST)
+    assert (foreign / "notes.txt").read_text() == "keep me"
