@@ -406,29 +406,10 @@ def finetune(
     model.train()
 
     checkpoints = run_dir / "checkpoints"
-    args = TrainingArguments(
-        output_dir=str(checkpoints),
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=batch_size,
-        num_train_epochs=epochs,
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
-        warmup_steps=warmup_ratio,
-        lr_scheduler_type="linear",
-        seed=seed,
-        data_seed=seed,  # the sampler's own generator: batch order independent of the model
-        eval_strategy="no",
-        save_strategy="epoch",
-        save_total_limit=1,
-        logging_strategy="steps",
-        logging_steps=max(1, len(train_set) // batch_size // 4),
-        report_to=[],
-        disable_tqdm=not _show_progress(progress),
-        remove_unused_columns=False,  # keep sample_ids for the batch log
-        dataloader_num_workers=0,
-        **trainer_device,
-        **precision,
-    )
+    args = _training_arguments(checkpoints, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                               weight_decay=weight_decay, warmup_ratio=warmup_ratio, seed=seed,
+                               steps_per_epoch=max(1, len(train_set) // batch_size), progress=progress,
+                               extra={**trainer_device, **precision})
     trainer = _BatchRecordingTrainer(
         model=model,
         args=args,
@@ -454,13 +435,7 @@ def finetune(
     training = timer.result(n_samples=samples_here, batch_size=batch_size,
                             dtype=mixed_precision if precision else "float32")
 
-    # Evaluation: the collator reads the evaluation clips through a second dataset wrapper.
-    trainer.data_collator = _AudioCollator(eval_set, feature_extractor_for(model))
-    with _transformers_bars(_show_progress(progress)):
-        prediction = trainer.predict(_ClipDataset(eval_labels))
-    predicted = np.asarray(prediction.predictions).argmax(axis=-1)
-    accuracy, macro_f1 = _scores(eval_labels, predicted)
-    eval_loss = float(prediction.metrics.get("test_loss", float("nan")))
+    accuracy, macro_f1, eval_loss = _evaluate(trainer, eval_set, eval_labels, progress=progress)
 
     batch_clips = [[train_set.clip_ids[i] for i in batch] for batch in trainer.batch_log]
     model_dir = run_dir / "model"
@@ -506,6 +481,43 @@ def finetune(
             shutil.rmtree(checkpoints, ignore_errors=True)
     model.eval()
     return result
+
+
+def _training_arguments(output_dir: Path, *, epochs, batch_size, learning_rate, weight_decay, warmup_ratio, seed,
+                        steps_per_epoch: int, progress, extra: dict) -> TrainingArguments:
+    """The Trainer's settings: seeded sampler, a checkpoint per epoch (for resuming), no reporting."""
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        num_train_epochs=epochs,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_ratio,  # a float below 1 is a fraction of the steps
+        lr_scheduler_type="linear",
+        seed=seed,
+        data_seed=seed,  # the sampler's own generator: batch order independent of the model
+        eval_strategy="no",
+        save_strategy="epoch",
+        save_total_limit=1,
+        logging_strategy="steps",
+        logging_steps=max(1, steps_per_epoch // 4),
+        report_to=[],
+        disable_tqdm=not _show_progress(progress),
+        remove_unused_columns=False,  # keep sample_ids for the batch log
+        dataloader_num_workers=0,
+        **extra,
+    )
+
+
+def _evaluate(trainer: Trainer, eval_set, eval_labels: np.ndarray, *, progress) -> tuple[float, float, float]:
+    """Accuracy, macro-F1 and loss on the evaluation split (through the Trainer, so multi-GPU works)."""
+    trainer.data_collator = _AudioCollator(eval_set, trainer.data_collator.feature_extractor)
+    with _transformers_bars(_show_progress(progress)):
+        prediction = trainer.predict(_ClipDataset(eval_labels))
+    predicted = np.asarray(prediction.predictions).argmax(axis=-1)
+    accuracy, macro_f1 = _scores(eval_labels, predicted)
+    return accuracy, macro_f1, float(prediction.metrics.get("test_loss", float("nan")))
 
 
 def _scores(true: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
