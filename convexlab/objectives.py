@@ -16,7 +16,10 @@ pretraining-only heads, and maps a batch of waveforms ``(B, S)`` to a scalar los
   the original utterance and an augmented copy (context of one against the quantised targets of
   the other, weights 1, 0.5, 0.5 as in the authors' base config). Simplification: the
   augmentation is white noise and a synthetic reverb (the authors also add MUSAN noise, which
-  is not available offline).
+  is not available offline). Known weakness: in the lite profile's 300-step run the codebook
+  collapses (perplexity ~12 of 128 codes) and the model learns much less than the other
+  families; scaling the diversity loss by the number of contrastive terms prevented the
+  collapse but left layer convexity at the random model's level, so the authors' weights stay.
 - **HuBERT** (Hsu et al. 2021, arXiv 2106.07447): masked prediction of frame-level k-means
   cluster ids; first iteration, i.e. clusters of MFCC + delta + delta-delta features (see
   :func:`mfcc_cluster_targets`). Logits are cosine similarities between a projection of the
