@@ -18,6 +18,9 @@ SANITIZE = ROOT / "tests" / "nbval_sanitize.cfg"
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("PYTHONHASHSEED", "0")
+# the same kernel environment as convexlab.book's runner (see _kernel_env there)
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
 
 def _is_chapter(path: Path) -> bool:

@@ -116,6 +116,10 @@ def _kernel_env() -> dict[str, str]:
     # Progress bars go to stderr and differ between runs: keep the executed notebooks clean.
     env.setdefault("TQDM_DISABLE", "1")
     env.setdefault("PYTHONHASHSEED", "0")
+    # nbval re-runs chapters on a warm cache and compares outputs with the first (cold) run, so
+    # nothing may print only when a result is computed: library logs and warnings stay out.
+    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    env.setdefault("PYTHONWARNINGS", "ignore")
     env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     return env
 

@@ -80,7 +80,9 @@ PROFILES: dict[str, Profile] = {
         learning_rate=1e-3,
         finetune_head_learning_rate=1e-2,
         finetune_spec_augment=False,
-        max_train_per_class=10,
+        max_train_per_class=20,
+        timing_batch_size=32,
+        timing_repeats=10,
     ),
     "paper": Profile(
         name="paper",
