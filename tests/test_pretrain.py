@@ -236,7 +236,8 @@ def test_miniature_objective_learns_on_synthetic_speech(family):
     from convexlab.data import word_task
     from convexlab.synth import synthetic_corpus
 
-    config = PretrainConfig(steps=60, batch_size=8, n_speakers=4, n_repetitions=1)
+    # the contrastive objectives plateau for a while before the codebook organises: give them time
+    config = PretrainConfig(steps=150, batch_size=8, n_speakers=4, n_repetitions=1)
     root = synthetic_corpus(n_words=12, n_speakers=4, n_repetitions=1, seed=config.corpus_seed, speaker_prefix="pretrain")
     dataset = word_task(root)
     result = pretrain(family, seed=0, config=config, waveforms=dataset.batch(range(len(dataset))), progress=False)
