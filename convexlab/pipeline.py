@@ -316,30 +316,41 @@ def _comparison_row(comparison: Any) -> dict[str, Any]:
 
 def inference_by_depth(
     model_name: str, profile: Profile | str, *, depths: Sequence[int] | None = None,
-    batch_size: int = 8, n_repeats: int = 5,
+    batch_size: int | None = None, n_repeats: int | None = None, rounds: int = 2,
 ) -> pd.DataFrame:
     """Inference time of ``model_name`` pruned to each depth in ``depths`` (default: 1..L).
+
+    All depths are timed on the same batch in interleaved rounds (:func:`convexlab.timing.compare_inference`),
+    so a change in the machine's speed during the measurement hits every depth alike. Batch size
+    and repeats default to the profile's ``timing_batch_size`` and ``timing_repeats``.
 
     Columns: model, family, num_layers, time_ms (median per batch), time_low, time_high
     (interquartile range around the median), batch_size, dtype, device. Not cached: timings
     belong to the machine they were measured on.
     """
+    import copy
+
     from convexlab.models import load_model
     from convexlab.prune import num_transformer_layers, prune
-    from convexlab.timing import measure_inference
+    from convexlab.timing import compare_inference
 
     profile = as_profile(profile)
+    batch_size = batch_size or profile.timing_batch_size
+    n_repeats = n_repeats or profile.timing_repeats
     full = load_model(model_name, device=profile.device, seed=profile.seed)
     n_layers = num_transformer_layers(full)
     depths = list(depths) if depths is not None else list(range(1, n_layers + 1))
     bad = [d for d in depths if not 0 <= d <= n_layers]
     if bad:
         raise ValueError(f"depths {bad} are outside 0..{n_layers}, the layers {model_name} has")
+    models = {depth: prune(copy.deepcopy(full), depth) for depth in sorted(set(depths))}
+    timings = compare_inference(
+        {str(depth): model for depth, model in models.items()}, batch_size=batch_size, n_repeats=n_repeats,
+        rounds=rounds, device=profile.device, dtype=profile.dtype, seed=profile.seed,
+    )
     rows = []
-    for depth in sorted(depths, reverse=True):  # prune in place from the deepest: one load serves all
-        prune(full, depth)
-        timing = measure_inference(full, batch_size=batch_size, n_repeats=n_repeats, device=profile.device,
-                                   dtype=profile.dtype, seed=profile.seed)
+    for depth in models:
+        timing = timings[str(depth)]
         median, iqr = 1000 * timing.seconds_per_batch, 1000 * timing.seconds_per_batch_iqr
         rows.append({"model": model_name, "family": _family(model_name), "num_layers": depth, "time_ms": median,
                      "time_low": median - iqr / 2, "time_high": median + iqr / 2, "batch_size": batch_size,
