@@ -16,11 +16,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 SANITIZE = ROOT / "tests" / "nbval_sanitize.cfg"
 
-os.environ.setdefault("TQDM_DISABLE", "1")
-os.environ.setdefault("PYTHONHASHSEED", "0")
-# the same kernel environment as convexlab.book's runner (see _kernel_env there)
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("PYTHONWARNINGS", "ignore")
+from convexlab.book import KERNEL_ENV
+
+# nbval's kernels inherit this process's environment: give them the runner's kernel environment
+for _name, _value in KERNEL_ENV.items():
+    os.environ.setdefault(_name, _value)
 
 
 def _is_chapter(path: Path) -> bool:

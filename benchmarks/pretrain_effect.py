@@ -34,7 +34,7 @@ from convexlab.convexity import layerwise_convexity
 from convexlab.data import load_task
 from convexlab.extract import extract_layers
 from convexlab.models import FAMILIES, load_model
-from convexlab.pretrain import PretrainConfig, ensure_pretrained, training_log
+from convexlab.pretrain import PretrainConfig, ensure_pretrained, loss_trend, training_log
 from convexlab.profiles import get_profile
 
 
@@ -88,11 +88,10 @@ def main() -> None:
         start = time.perf_counter()
         folder = ensure_pretrained(family, seed=args.seed, config=config)
         log = training_log(folder)
-        losses = [entry["loss"] for entry in log["steps"]]
-        window = max(1, len(losses) // 10)
+        first, last, n_steps = loss_trend(log)
         print(f"\n=== mini-{family}: {log['objective']}")
-        print(f"pretraining: {len(losses)} steps in {log['seconds']:.1f} s (+{log['setup_seconds']:.1f} s setup, "
-              f"{log['torch_threads']} threads); loss {np.mean(losses[:window]):.3f} -> {np.mean(losses[-window:]):.3f}")
+        print(f"pretraining: {n_steps} steps in {log['seconds']:.1f} s (+{log['setup_seconds']:.1f} s setup, "
+              f"{log['torch_threads']} threads); loss {first:.3f} -> {last:.3f}")
         tables = {}
         for kind, pretrained in (("pretrained", True), ("random", False)):
             name = str(folder) if pretrained else FAMILIES[family].miniature_name

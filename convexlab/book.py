@@ -111,17 +111,21 @@ def executed_dir(profile: str, root: str | os.PathLike | None = None) -> Path:
     return book_root(root) / "_build" / "executed" / profile
 
 
+# The environment chapter kernels run in, for the runner and for nbval's re-runs alike (the root
+# conftest.py applies it too). nbval compares a re-run on a warm cache with the first, cold run,
+# so nothing may print only when a result is computed: progress bars, library logs and warnings
+# stay out of the executed notebooks.
+KERNEL_ENV = {
+    "TQDM_DISABLE": "1",
+    "PYTHONHASHSEED": "0",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "PYTHONWARNINGS": "ignore",
+}
+
+
 def _kernel_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # Progress bars go to stderr and differ between runs: keep the executed notebooks clean.
-    env.setdefault("TQDM_DISABLE", "1")
-    env.setdefault("PYTHONHASHSEED", "0")
-    # nbval re-runs chapters on a warm cache and compares outputs with the first (cold) run, so
-    # nothing may print only when a result is computed: library logs and warnings stay out.
-    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    env.setdefault("PYTHONWARNINGS", "ignore")
-    env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    return env
+    """``os.environ`` with :data:`KERNEL_ENV` filled in where the caller has not set a value."""
+    return {**KERNEL_ENV, **os.environ}
 
 
 def run_chapter(
@@ -192,29 +196,22 @@ def prepare_profile(profile: str = "lite", *, parameters: dict[str, Any] | None 
     Every chapter would do this itself on first use; doing it up front keeps each chapter's
     execution time about the chapter's own work.
     """
+    from convexlab.data import corpus_root
+    from convexlab.models import FAMILIES
+    from convexlab.pretrain import ensure_pretrained
     from convexlab.profiles import get_profile
 
     start = time.perf_counter()
     overrides = {k: v for k, v in (parameters or {}).items() if k in {f.name for f in dataclasses.fields(get_profile())}}
     prof = get_profile(profile, **overrides)
-    try:
-        from convexlab.data import corpus_root
-    except ImportError:  # the data module predates this function in some checkouts
-        corpus_root = None
-    if corpus_root is not None and (prof.corpus == "synthetic" or prof.data_root or not prof.download):
+    if prof.corpus == "synthetic" or prof.data_root or not prof.download:
         print(f"[prepare] corpus for profile {prof.name!r} ...", flush=True)
         corpus_root(prof)
     if prof.miniature:
-        try:
-            from convexlab.models import FAMILIES
-            from convexlab.pretrain import ensure_pretrained
-        except ImportError:
-            ensure_pretrained = None
-        if ensure_pretrained is not None:
-            for family in FAMILIES:
-                if any(FAMILIES[family].miniature_name == name for name in prof.models):
-                    print(f"[prepare] pretrained miniature {family!r} ...", flush=True)
-                    ensure_pretrained(family, seed=prof.seed)
+        for family, spec in FAMILIES.items():
+            if spec.miniature_name in prof.models:
+                print(f"[prepare] pretrained miniature {family!r} ...", flush=True)
+                ensure_pretrained(family, seed=prof.seed)
     return time.perf_counter() - start
 
 

@@ -338,6 +338,13 @@ def training_log(path: str | Path) -> dict[str, Any]:
     return load_json(log_path)
 
 
+def loss_trend(log: dict[str, Any]) -> tuple[float, float, int]:
+    """(mean loss over the first tenth of the steps, over the last tenth, number of steps) of a training log."""
+    losses = [entry["loss"] for entry in log["steps"]]
+    window = max(1, len(losses) // 10)
+    return float(np.mean(losses[:window])), float(np.mean(losses[-window:])), len(losses)
+
+
 def add_pretrain_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register ``python -m convexlab pretrain [--family all] [--steps N] [--seed S] [--threads T]``."""
     parser = subparsers.add_parser("pretrain", help="pretrain the miniature models (cached; reused when present)")
@@ -357,11 +364,10 @@ def run_pretrain_cli(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         path = ensure_pretrained(family, seed=args.seed, config=config)
         log = training_log(path)
-        losses = [entry["loss"] for entry in log["steps"]]
-        window = max(1, len(losses) // 10)
+        first, last, n_steps = loss_trend(log)
         print(
-            f"mini-{family}: {path}\n  {log['objective']}; loss {np.mean(losses[:window]):.3f} -> "
-            f"{np.mean(losses[-window:]):.3f} over {len(losses)} steps; trained in {log['seconds']:.1f} s "
+            f"mini-{family}: {path}\n  {log['objective']}; loss {first:.3f} -> "
+            f"{last:.3f} over {n_steps} steps; trained in {log['seconds']:.1f} s "
             f"(this call {time.perf_counter() - start:.1f} s)"
         )
     return 0
