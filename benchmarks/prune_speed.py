@@ -8,6 +8,22 @@ the FLOP ratio (FlopCounterMode). Pruning that pays off in wall-clock time has a
 close to its FLOP ratio; the convolutional feature encoder is a fixed cost, so neither ratio
 goes to zero.
 
+Where the two ratios part, the split line says why: a least-squares line through the
+(layers, time) and (layers, FLOPs) points separates each model's cost into a fixed part (the
+convolutional feature encoder, the feature projection and the positional convolution) and a part
+per transformer layer. When the fixed part runs at a lower FLOP rate than the layers (convolutions
+and their element-wise normalisation are less efficient than the layers' matrix products on most
+hardware), the fixed part's share of time exceeds its share of FLOPs, and the time ratio of a
+shallow model stays above its FLOP ratio by about that difference.
+
+On Linux the script restarts itself with glibc's allocator told to keep freed memory
+(``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_``). With the defaults,
+the feature encoder's large activations (a batch of 32 one-second clips makes 200 MB tensors) are
+handed back to the kernel after every pass and page-faulted in again on the next: on a 2-core CPU
+that was a fifth of the run's time, all of it in the fixed part. PyTorch's CPU tuning guide gives
+the same advice (a caching allocator such as jemalloc or tcmalloc). ``--system-malloc`` measures
+with the defaults instead; the first line of the output says which was used.
+
     python benchmarks/prune_speed.py --quick                    # CPU, batch 8, few repeats
     python benchmarks/prune_speed.py                            # CPU, batch 32
     python benchmarks/prune_speed.py --device cuda --dtype bfloat16 --repeats 20   # GPU
@@ -17,8 +33,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 
+import numpy as np
 import pandas as pd
 import torch
 from transformers import AutoModel
@@ -28,6 +46,32 @@ from convexlab.prune import prune
 from convexlab.timing import compare_inference
 
 ARCHITECTURES = ("wav2vec2", "wavlm", "hubert")  # ccc-wav2vec2 shares wav2vec2's network
+
+RETAINING_MALLOC = {  # glibc settings under which freed activations stay mapped for the next pass
+    "MALLOC_MMAP_THRESHOLD_": str(4 << 30),  # serve large blocks from the heap, not fresh mmaps
+    "MALLOC_TRIM_THRESHOLD_": str(64 << 30),  # never give the heap's free top back to the kernel
+    "MALLOC_TOP_PAD_": str(1 << 30),  # grow the heap in 1 GiB steps
+}
+
+
+def malloc_mode() -> str:
+    """Which allocator settings this process runs under, for the output's first line."""
+    if all(os.environ.get(name) == value for name, value in RETAINING_MALLOC.items()):
+        return "glibc malloc keeping freed memory (" + ", ".join(f"{k}={v}" for k, v in RETAINING_MALLOC.items()) + ")"
+    return "the default allocator settings"
+
+
+def restart_with_retaining_malloc(argv: list[str]) -> None:
+    """Re-execute this script with :data:`RETAINING_MALLOC` set, unless asked not to or already set.
+
+    The settings are read when the C library starts, so they cannot be changed in a running process.
+    """
+    if not sys.platform.startswith("linux") or "--system-malloc" in argv or "--help" in argv or "-h" in argv:
+        return
+    if all(os.environ.get(name) == value for name, value in RETAINING_MALLOC.items()):
+        return
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *argv], os.environ | RETAINING_MALLOC)
 
 
 def benchmark(family: str, *, depths, batch_size, repeats, rounds, device, dtype, clip_seconds) -> pd.DataFrame:
@@ -52,6 +96,25 @@ def benchmark(family: str, *, depths, batch_size, repeats, rounds, device, dtype
     return pd.DataFrame(rows)
 
 
+def cost_split(table: pd.DataFrame, *, batch_size: int) -> dict[str, float]:
+    """Fixed and per-layer parts of time and FLOPs, fitted over one family's depths.
+
+    ``table`` has one row per depth with ``layers``, ``ms_per_batch`` and ``gflops_per_clip``.
+    Returns the fixed share of the full model's time and FLOPs and the achieved GFLOP/s of the
+    fixed part and of one transformer layer.
+    """
+    layers = table["layers"].to_numpy(dtype=float)
+    ms_per_layer, fixed_ms = np.polyfit(layers, table["ms_per_batch"].to_numpy(), 1)
+    gflops_per_layer, fixed_gflops = np.polyfit(layers, table["gflops_per_clip"].to_numpy(), 1)
+    full = table.loc[table["layers"].idxmax()]
+    return {
+        "fixed_time_share": fixed_ms / full["ms_per_batch"],
+        "fixed_flop_share": fixed_gflops / full["gflops_per_clip"],
+        "fixed_gflop_per_s": batch_size * fixed_gflops / (fixed_ms / 1e3),
+        "layer_gflop_per_s": batch_size * gflops_per_layer / (ms_per_layer / 1e3),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="batch 8, 3 repeats: minutes on a small CPU")
@@ -63,22 +126,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depths", type=int, nargs="+", default=[2, 4, 8, 12])
     parser.add_argument("--families", nargs="+", default=list(ARCHITECTURES), choices=ARCHITECTURES)
     parser.add_argument("--clip-seconds", type=float, default=1.0)
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="keep the C library's default allocator settings (see the module docstring)")
     args = parser.parse_args(argv)
     dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     batch_size = args.batch_size or (8 if args.quick else 32)
     repeats = args.repeats or (3 if args.quick else 10)
-    rounds = args.rounds or (1 if args.quick else 2)
+    rounds = min(args.rounds or (1 if args.quick else 2), repeats)
     depths = sorted(set(args.depths) | {12})
 
     print(f"device {args.device} ({torch.get_num_threads()} threads), dtype {dtype}, batch {batch_size} x "
           f"{args.clip_seconds:g} s clips, {repeats} repeats in {rounds} interleaved round(s); "
-          f"torch {torch.__version__}", flush=True)
+          f"torch {torch.__version__}; {malloc_mode()}", flush=True)
     tables = []
     for family in args.families:
         table = benchmark(family, depths=depths, batch_size=batch_size, repeats=repeats, rounds=rounds,
                           device=args.device, dtype=dtype, clip_seconds=args.clip_seconds)
         with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 140):
             print(table.to_string(index=False), flush=True)
+        split = cost_split(table, batch_size=batch_size)
+        print(f"  fixed part (feature encoder, projection, positional conv): {split['fixed_time_share']:.1%} of the "
+              f"full model's time, {split['fixed_flop_share']:.1%} of its FLOPs; achieved "
+              f"{split['fixed_gflop_per_s']:.0f} GFLOP/s in the fixed part, "
+              f"{split['layer_gflop_per_s']:.0f} GFLOP/s per transformer layer", flush=True)
         tables.append(table)
     result = pd.concat(tables, ignore_index=True)
     pruned = result[result["layers"] < 12]
@@ -88,4 +158,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    restart_with_retaining_malloc(sys.argv[1:])
     sys.exit(main())

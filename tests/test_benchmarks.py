@@ -1,0 +1,106 @@
+"""The benchmark scripts stay runnable, and their analysis is right on constructed data."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def prune_speed():
+    return _load("prune_speed")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cost_split_recovers_a_linear_cost(prune_speed, seed):
+    rng = np.random.default_rng(seed)
+    fixed_ms, ms_per_layer = rng.uniform(50, 500), rng.uniform(5, 50)
+    fixed_gflops, gflops_per_layer = rng.uniform(1, 5), rng.uniform(0.2, 1.0)
+    layers = np.array([2, 4, 8, 12])
+    table = pd.DataFrame({"layers": layers, "ms_per_batch": fixed_ms + ms_per_layer * layers,
+                          "gflops_per_clip": fixed_gflops + gflops_per_layer * layers})
+    split = prune_speed.cost_split(table, batch_size=32)
+    assert split["fixed_time_share"] == pytest.approx(fixed_ms / (fixed_ms + 12 * ms_per_layer))
+    assert split["fixed_flop_share"] == pytest.approx(fixed_gflops / (fixed_gflops + 12 * gflops_per_layer))
+    assert split["fixed_gflop_per_s"] == pytest.approx(32 * fixed_gflops / (fixed_ms / 1e3))
+    assert split["layer_gflop_per_s"] == pytest.approx(32 * gflops_per_layer / (ms_per_layer / 1e3))
+
+
+def test_cost_split_time_share_explains_the_ratio_gap(prune_speed):
+    # The fixed part runs at half the FLOP rate of the layers: a shallow model's time ratio
+    # exceeds its FLOP ratio, and the fixed part's time share exceeds its FLOP share.
+    layers = np.array([2, 4, 8, 12])
+    gflops = 4.0 + 0.7 * layers
+    ms = 2 * 4.0 + 0.7 * layers  # milliseconds per GFLOP: 2 in the fixed part, 1 in the layers
+    table = pd.DataFrame({"layers": layers, "ms_per_batch": ms, "gflops_per_clip": gflops})
+    split = prune_speed.cost_split(table, batch_size=1)
+    assert split["fixed_time_share"] > split["fixed_flop_share"]
+    assert split["fixed_gflop_per_s"] == pytest.approx(split["layer_gflop_per_s"] / 2)
+    time_ratio = ms[0] / ms[-1]
+    flop_ratio = gflops[0] / gflops[-1]
+    assert time_ratio > flop_ratio
+
+
+def _run_prune_speed(*extra: str) -> str:
+    # The smallest run that goes through every step: the base wav2vec2 network, one depth, a
+    # tenth of a second of audio.
+    command = [sys.executable, str(BENCHMARKS / "prune_speed.py"), "--families", "wav2vec2", "--depths", "2",
+               "--batch-size", "1", "--repeats", "1", "--clip-seconds", "0.1", "--device", "cpu", *extra]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    result = subprocess.run(command, capture_output=True, text=True, env=env | {"OMP_NUM_THREADS": "1"}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_prune_speed_runs_on_a_base_architecture():
+    out = _run_prune_speed()
+    assert "glibc malloc keeping freed memory" in out.splitlines()[0]  # the script restarted itself
+    table_lines = [line.split() for line in out.splitlines() if line.strip().startswith("wav2vec2")]
+    assert [int(row[1]) for row in table_lines] == [2, 12]
+    flop_ratio_of_pruned = float(table_lines[0][5])
+    # Two of twelve layers plus the fixed encoder: well under the full model's FLOPs.
+    assert 0.1 < flop_ratio_of_pruned < 0.6
+    assert "fixed part" in out and "largest |time ratio / FLOP ratio - 1|" in out
+
+
+class _Restarted(Exception):
+    pass
+
+
+def test_prune_speed_restarts_only_when_needed(prune_speed, monkeypatch):
+    calls = []
+
+    def fake_execve(path, args, env):
+        calls.append((args, env))
+        raise _Restarted
+
+    monkeypatch.setattr(prune_speed.os, "execve", fake_execve)
+    monkeypatch.setattr(prune_speed.sys, "platform", "linux")
+    for name in prune_speed.RETAINING_MALLOC:
+        monkeypatch.delenv(name, raising=False)
+    prune_speed.restart_with_retaining_malloc(["--system-malloc"])
+    assert calls == [] and prune_speed.malloc_mode() == "the default allocator settings"
+    with pytest.raises(_Restarted):
+        prune_speed.restart_with_retaining_malloc(["--quick"])
+    (args, env), = calls
+    assert args[-1] == "--quick" and all(env[k] == v for k, v in prune_speed.RETAINING_MALLOC.items())
+    for name, value in prune_speed.RETAINING_MALLOC.items():
+        monkeypatch.setenv(name, value)
+    prune_speed.restart_with_retaining_malloc(["--quick"])  # already set: no second restart
+    assert len(calls) == 1 and "keeping freed memory" in prune_speed.malloc_mode()
