@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from convexlab._progress import tqdm_disable
 from convexlab._knn import KnnGraph, as_float64_matrix, knn_graph
 from convexlab._paths import PairSample, sample_pairs, score_paths, shortest_path_tree
 
@@ -258,14 +259,14 @@ def layerwise_convexity(
     n_bootstrap: int = 20,
     confidence: float = 0.95,
     device: str | torch.device | None = None,
-    progress: bool | None = True,
+    progress: bool | None = None,
 ) -> pd.DataFrame:
     """Graph convexity of every layer, with bootstrap intervals and P(layer is the most convex).
 
     embeddings: (L, N, D) array/tensor, a mapping layer -> (N, D), or a ``LayerEmbeddings``;
     labels: N hashable labels. Every layer uses the same sampled pairs, so layers are compared
     on the same paths' endpoints. ``progress``: True shows a bar, False hides it, None shows it
-    only in a terminal.
+    in a terminal or notebook unless ``TQDM_DISABLE`` is set.
 
     Returns one row per layer: layer, score, class_mean, ci_low, ci_high (percentile interval
     at ``confidence`` for ``score``), p_best (fraction of bootstrap replicates in which the
@@ -291,7 +292,7 @@ def layerwise_convexity(
     n_points = first.shape[0]
     del first
     rows, all_scores = [], []
-    bar = tqdm(layer_names, desc="convexity", unit="layer", disable=None if progress is None else not progress)
+    bar = tqdm(layer_names, desc="convexity", unit="layer", disable=tqdm_disable(progress))
     for name, layer in zip(bar, layers):
         X64 = as_float64_matrix(layer, name=f"embeddings[{name!r}]")
         if X64.shape[0] != n_points:

@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from convexlab._progress import tqdm_disable
 from convexlab.cache import atomic_write, cache_path, stable_hash
 from convexlab.data import SAMPLE_RATE, AudioDataset
 from convexlab.models import feature_extractor_for, load_model, torch_dtype
@@ -154,7 +155,7 @@ def extract_layers(
     The model is moved to ``device``/``dtype`` and put in eval mode; inputs are prepared by the
     checkpoint's feature extractor (:func:`convexlab.models.feature_extractor_for`). ``cache``:
     reuse or write the on-disk cache (resumes an interrupted run). ``progress``: a progress bar
-    (None: only on a terminal).
+    (None: in a terminal or notebook unless ``TQDM_DISABLE`` is set).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be at least 1")
@@ -182,7 +183,7 @@ def extract_layers(
 
     pooled = np.empty((n_states, n_clips, width), dtype=np.float32)
     starts = range(0, n_clips, batch_size)
-    for start in tqdm(starts, desc=f"hidden states of {model_id}", unit="batch", disable=_disable(progress)):
+    for start in tqdm(starts, desc=f"hidden states of {model_id}", unit="batch", disable=tqdm_disable(progress)):
         stop = min(start + batch_size, n_clips)
         ids = dataset.clip_ids[start:stop]
         chunk = folder / "chunks" / f"{start:07d}-{stop:07d}.npz" if folder is not None else None
@@ -251,10 +252,6 @@ def layer_embeddings(
                             progress=progress, model_id=model_name)
     result.meta.update(pretrained=pretrained, seed=seed, profile=profile.name)
     return result
-
-
-def _disable(progress: bool | None) -> bool | None:
-    return None if progress is None else not progress
 
 
 def add_extract_cli(subparsers: argparse._SubParsersAction) -> None:

@@ -49,6 +49,7 @@ import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from convexlab._progress import bars_disabled
 from convexlab.cache import atomic_dir, cache_path, load_json, save_json, stable_hash
 from convexlab.prune import count_parameters, num_transformer_layers, prune
 from convexlab.timing import TrainingTimer, TrainingTiming, timing_context
@@ -282,10 +283,8 @@ def _optimizer(model, *, learning_rate: float, head_learning_rate: float | None,
 
 
 def _show_progress(progress: bool | None) -> bool:
-    """``None``: show bars unless ``TQDM_DISABLE`` is set (as tqdm itself does)."""
-    if progress is None:
-        return os.environ.get("TQDM_DISABLE", "").lower() in ("", "0", "false")
-    return bool(progress)
+    """``None``: show bars unless ``TQDM_DISABLE`` is set."""
+    return not bars_disabled() if progress is None else bool(progress)
 
 
 @contextlib.contextmanager

@@ -197,7 +197,7 @@ def convexity_by_layer(
     *,
     concept: str | None = None,
     stage: str = "pretrained",
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> pd.DataFrame:
     """Graph convexity of ``concept`` at every layer of ``model_name``, with bootstrap intervals.
 
@@ -235,7 +235,7 @@ def convexity_by_layer(
 
 
 def all_models_convexity(
-    profile: Profile | str, *, concepts: Sequence[str] = CONCEPTS, progress: bool = False
+    profile: Profile | str, *, concepts: Sequence[str] = CONCEPTS, progress: bool | None = None
 ) -> pd.DataFrame:
     """:func:`convexity_by_layer` of every model of the profile, pretrained, for each concept."""
     profile = as_profile(profile)

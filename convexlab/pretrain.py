@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PretrainedConfig
 
+from convexlab._progress import tqdm_disable
 from convexlab.cache import atomic_dir, cache_path, load_json, save_json, stable_hash
 from convexlab.objectives import ClusterContrastiveObjective, ContrastiveObjective, MaskedPredictionObjective, mfcc_cluster_targets
 
@@ -201,8 +202,8 @@ def pretrain(
     """Pretrain one family's miniature from scratch (no caching: see :func:`ensure_pretrained`).
 
     ``model_config`` defaults to ``convexlab.models.miniature_config(family)``; ``waveforms``
-    (float32 ``(N, S)``) to :func:`pretraining_waveforms`. ``progress=None`` shows the bar only
-    on a terminal, ``False`` hides it. Reproducible for a fixed ``seed`` on the same machine.
+    (float32 ``(N, S)``) to :func:`pretraining_waveforms`. ``progress=None`` shows the bar in a
+    terminal or notebook unless ``TQDM_DISABLE`` is set, ``False`` hides it. Reproducible for a fixed ``seed`` on the same machine.
     """
     family = _family_name(family)
     config = config or PretrainConfig()
@@ -242,7 +243,7 @@ def pretrain(
         log: list[dict[str, float]] = []
         objective.train()
         start, cpu_start = time.perf_counter(), time.process_time()
-        bar = tqdm(range(config.steps), desc=f"pretraining mini-{family}", disable=None if progress is None else not progress)
+        bar = tqdm(range(config.steps), desc=f"pretraining mini-{family}", disable=tqdm_disable(progress))
         for step in bar:
             if cursor + batch_size > len(order):
                 order, cursor = torch.randperm(len(audio), generator=batch_order), 0

@@ -38,6 +38,7 @@ import soundfile as sf
 from scipy import signal
 from tqdm.auto import tqdm
 
+from convexlab._progress import tqdm_disable
 from convexlab.cache import atomic_dir, cache_path, save_json, stable_hash
 
 __all__ = [
@@ -349,7 +350,7 @@ def generate_corpus(
     for word in words:
         (root / word_name(word)).mkdir(parents=True, exist_ok=True)
     lists: dict[str, list[str]] = {"validation": [], "test": []}
-    for s_index, voice in enumerate(tqdm(voices, desc="synthesising speakers", disable=_disable(progress))):
+    for s_index, voice in enumerate(tqdm(voices, desc="synthesising speakers", disable=tqdm_disable(progress))):
         plan = [(w_index, word, rep) for w_index, word in enumerate(words) for rep in range(n_repetitions)]
         clips = synthesize_clips(
             [word for _, word, _ in plan], voice, [(seed, s_index, w_index, rep) for w_index, _, rep in plan]
@@ -401,6 +402,3 @@ def synthetic_corpus(
     return path
 
 
-def _disable(progress: bool | None) -> bool | None:
-    # None lets tqdm decide (hidden when output is not a terminal)
-    return None if progress is None else not progress

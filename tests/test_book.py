@@ -67,13 +67,15 @@ def test_every_chapter_executed_without_errors(built_book):
 
 @pytest.mark.book
 def test_chapters_follow_the_house_rules():
-    """Chapters explain and call the library: no function definitions, no pip, no relative data paths."""
+    """Chapters explain and call the library: no function definitions, no pip, no relative data paths,
+    and no switching off of progress bars (the runner does that for batch runs; interactive users want them)."""
     for name in chapter_names(ROOT):
         text = (ROOT / "book" / f"{name}.md").read_text()
         code = "\n".join(re.findall(r"```\{code-cell\}[^\n]*\n(.*?)```", text, flags=re.S))
         assert not re.search(r"^\s*def\s", code, flags=re.M), f"{name} defines a function; move it to convexlab"
         assert "!pip" not in code and "%pip" not in code, name
         assert not re.search(r"""['"]\.\.?/""", code), f"{name} uses a relative path"
+        assert "TQDM_DISABLE" not in code, f"{name} turns progress bars off for interactive users too"
 
 
 # -- HTML --------------------------------------------------------------------------------------

@@ -1,0 +1,30 @@
+"""One rule for every progress bar of the library.
+
+``progress=None`` (the default everywhere) shows a bar where a reader can see it: in a terminal,
+and as a widget in a notebook run interactively. ``TQDM_DISABLE=1`` in the environment hides
+every bar; the book's runner sets it, so executed chapters hold results, not bars. tqdm reads
+that variable only for arguments a caller leaves out, so the library reads it itself rather than
+pass ``disable=None`` and lose it.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["bars_disabled", "tqdm_disable"]
+
+
+def bars_disabled() -> bool:
+    """True when ``TQDM_DISABLE`` is set to anything but ``""``, ``"0"`` or ``"false"``."""
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false")
+
+
+def tqdm_disable(progress: bool | None) -> bool | None:
+    """The ``disable=`` argument for ``tqdm`` from a ``progress`` argument.
+
+    ``True``/``False``: show/hide. ``None``: hide if :func:`bars_disabled`, else let tqdm decide
+    (``disable=None`` hides a bar whose stream is not a terminal; notebook bars are always shown).
+    """
+    if progress is not None:
+        return not progress
+    return True if bars_disabled() else None

@@ -1,0 +1,63 @@
+"""Progress bars: shown where a reader can see them, hidden everywhere by ``TQDM_DISABLE``."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from convexlab._progress import bars_disabled, tqdm_disable
+
+
+@pytest.mark.parametrize("value, disabled", [("1", True), ("True", True), ("yes", True), ("0", False),
+                                             ("false", False), ("", False), (None, False)])
+def test_tqdm_disable_follows_the_environment_when_progress_is_none(monkeypatch, value, disabled):
+    if value is None:
+        monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    else:
+        monkeypatch.setenv("TQDM_DISABLE", value)
+    assert bars_disabled() is disabled
+    assert tqdm_disable(None) is (True if disabled else None)
+    # An explicit choice wins over the environment.
+    assert tqdm_disable(True) is False and tqdm_disable(False) is True
+
+
+_CELL = """
+import numpy as np
+from convexlab.convexity import layerwise_convexity
+rng = np.random.default_rng(0)
+labels = np.repeat(np.arange(3), 10)
+embeddings = rng.normal(size=(2, 30, 4)) + labels[None, :, None]
+table = layerwise_convexity(embeddings, labels, n_neighbors=4, max_pairs=20, n_bootstrap=0)
+print(len(table))
+"""
+
+
+def _run_in_kernel(monkeypatch, tqdm_disable_value: str | None) -> list[dict]:
+    if tqdm_disable_value is None:
+        monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    else:
+        monkeypatch.setenv("TQDM_DISABLE", tqdm_disable_value)
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_CELL)])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    # "python3" is ipykernel's native kernel: this interpreter, with this process's environment.
+    client = NotebookClient(notebook, timeout=300, kernel_name="python3")
+    client.execute()
+    return notebook.cells[0].outputs
+
+
+def _widget_outputs(outputs: list[dict]) -> list[dict]:
+    return [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+
+
+@pytest.mark.slow
+def test_a_notebook_shows_the_library_bar_as_a_widget(monkeypatch):
+    outputs = _run_in_kernel(monkeypatch, None)
+    assert len(_widget_outputs(outputs)) == 1, outputs
+
+
+@pytest.mark.slow
+def test_tqdm_disable_keeps_executed_notebooks_free_of_bars(monkeypatch):
+    outputs = _run_in_kernel(monkeypatch, "1")
+    assert _widget_outputs(outputs) == [] and not [o for o in outputs if o.get("name") == "stderr"], outputs
+    assert [o["text"] for o in outputs if o.get("name") == "stdout"] == ["2\n"]
