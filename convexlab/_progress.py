@@ -9,9 +9,11 @@ pass ``disable=None`` and lose it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Iterator
 
-__all__ = ["bars_disabled", "tqdm_disable"]
+__all__ = ["bars_disabled", "tqdm_disable", "transformers_bars"]
 
 
 def bars_disabled() -> bool:
@@ -28,3 +30,25 @@ def tqdm_disable(progress: bool | None) -> bool | None:
     if progress is not None:
         return not progress
     return True if bars_disabled() else None
+
+
+@contextlib.contextmanager
+def transformers_bars(show: bool | None = None) -> Iterator[None]:
+    """transformers' own bars (loading weights, saving shards) on or off for a block.
+
+    ``None``: off if :func:`bars_disabled`. transformers decides once, at import, from
+    ``HF_HUB_DISABLE_PROGRESS_BARS``; this applies the library's rule for the block and restores
+    the previous state after it.
+    """
+    from transformers.utils import logging as hf_logging
+
+    if show is None:
+        show = not bars_disabled()
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if not show and was_enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled and not hf_logging.is_progress_bar_enabled():
+            hf_logging.enable_progress_bar()

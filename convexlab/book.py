@@ -116,7 +116,8 @@ def executed_dir(profile: str, root: str | os.PathLike | None = None) -> Path:
 # so nothing may print only when a result is computed: progress bars, library logs and warnings
 # stay out of the executed notebooks.
 KERNEL_ENV = {
-    "TQDM_DISABLE": "1",
+    "TQDM_DISABLE": "1",  # every convexlab bar (convexlab._progress)
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' and huggingface_hub's own bars, whoever calls them
     "PYTHONHASHSEED": "0",
     "TRANSFORMERS_VERBOSITY": "error",
     "PYTHONWARNINGS": "ignore",

@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from convexlab._progress import transformers_bars
 from convexlab.cache import cache_path, load_json, save_json, stable_hash
 from convexlab.finetune import FinetuneResult, finetune_for_profile
 from convexlab.timing import InferenceTiming, compare_inference
@@ -165,10 +166,11 @@ def compare_pruned(
     if cache and path.is_file():
         return PruneComparison.from_dict(load_json(path))
 
-    models = {
-        "full": AutoModelForAudioClassification.from_pretrained(full.model_dir),
-        "pruned": AutoModelForAudioClassification.from_pretrained(pruned.model_dir),
-    }
+    with transformers_bars():
+        models = {
+            "full": AutoModelForAudioClassification.from_pretrained(full.model_dir),
+            "pruned": AutoModelForAudioClassification.from_pretrained(pruned.model_dir),
+        }
     timings = compare_inference(models, batch_size=batch_size, n_repeats=repeats, rounds=timing_rounds,
                                 device=profile.device, dtype=profile.dtype, seed=profile.seed)
     comparison = PruneComparison(

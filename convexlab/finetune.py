@@ -34,7 +34,6 @@ the project's CI runs on one device.)
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import os
@@ -42,14 +41,14 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from convexlab._progress import bars_disabled
+from convexlab._progress import bars_disabled, transformers_bars
 from convexlab.cache import atomic_dir, cache_path, load_json, save_json, stable_hash
 from convexlab.prune import count_parameters, num_transformer_layers, prune
 from convexlab.timing import TrainingTimer, TrainingTiming, timing_context
@@ -287,21 +286,6 @@ def _show_progress(progress: bool | None) -> bool:
     return not bars_disabled() if progress is None else bool(progress)
 
 
-@contextlib.contextmanager
-def _transformers_bars(show: bool) -> Iterator[None]:
-    """Turn transformers' own progress bars (saving shards, ...) off for a block if ``show`` is False."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    if not show and was_enabled:
-        hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled and not hf_logging.is_progress_bar_enabled():
-            hf_logging.enable_progress_bar()
-
-
 def _reset_head(model, *, seed: int) -> None:
     """Initialise the projector and classifier from ``seed`` alone, as HF initialises Linear layers,
     so full and pruned runs start from the same head whatever the RNG state before loading."""
@@ -428,7 +412,7 @@ def finetune(
     if resume_from is not None and (Path(resume_from) / BATCH_IDS_FILE).is_file():
         trainer.batch_log = load_json(Path(resume_from) / BATCH_IDS_FILE)
     n_logged_before = len(trainer.batch_log)
-    with _transformers_bars(_show_progress(progress)):
+    with transformers_bars(_show_progress(progress)):
         trainer.train(resume_from_checkpoint=resume_from)
     samples_here = sum(len(batch) for batch in trainer.batch_log[n_logged_before:])
     training = timer.result(n_samples=samples_here, batch_size=batch_size,
@@ -472,7 +456,7 @@ def finetune(
         },
     )
     if trainer.is_world_process_zero():
-        with atomic_dir(model_dir) as folder, _transformers_bars(_show_progress(progress)):
+        with atomic_dir(model_dir) as folder, transformers_bars(_show_progress(progress)):
             trainer.save_model(str(folder))
         save_json(run_dir / BATCH_IDS_FILE, batch_clips)
         save_json(run_dir / RESULT_FILE, result.to_dict())  # written last: marks the run finished
@@ -512,7 +496,7 @@ def _training_arguments(output_dir: Path, *, epochs, batch_size, learning_rate, 
 def _evaluate(trainer: Trainer, eval_set, eval_labels: np.ndarray, *, progress) -> tuple[float, float, float]:
     """Accuracy, macro-F1 and loss on the evaluation split (through the Trainer, so multi-GPU works)."""
     trainer.data_collator = _AudioCollator(eval_set, trainer.data_collator.feature_extractor)
-    with _transformers_bars(_show_progress(progress)):
+    with transformers_bars(_show_progress(progress)):
         prediction = trainer.predict(_ClipDataset(eval_labels))
     predicted = np.asarray(prediction.predictions).argmax(axis=-1)
     accuracy, macro_f1 = _scores(eval_labels, predicted)

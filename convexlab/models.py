@@ -31,6 +31,7 @@ from transformers import (
     WavLMConfig,
 )
 
+from convexlab._progress import transformers_bars
 from convexlab.data import SAMPLE_RATE
 
 __all__ = [
@@ -304,12 +305,10 @@ def load_model(
     elif not pretrained:
         return _finish(_random_from_checkpoint_config(name, model_class, num_layers, task, num_labels, label_names,
                                                       seed=seed, revision=revision), device, dtype)
-    return _finish(
-        _from_pretrained(name, model_class, num_layers=num_layers, task=task, num_labels=num_labels,
-                         label_names=label_names, dtype=dtype, revision=revision),
-        device,
-        dtype,
-    )
+    with transformers_bars():
+        model = _from_pretrained(name, model_class, num_layers=num_layers, task=task, num_labels=num_labels,
+                                 label_names=label_names, dtype=dtype, revision=revision)
+    return _finish(model, device, dtype)
 
 
 def _pretrained_miniature(family: str, *, seed: int) -> Path:
