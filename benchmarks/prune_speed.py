@@ -8,13 +8,14 @@ the FLOP ratio (FlopCounterMode). Pruning that pays off in wall-clock time has a
 close to its FLOP ratio; the convolutional feature encoder is a fixed cost, so neither ratio
 goes to zero.
 
-Where the two ratios part, the split line says why: a least-squares line through the
-(layers, time) and (layers, FLOPs) points separates each model's cost into a fixed part (the
-convolutional feature encoder, the feature projection and the positional convolution) and a part
-per transformer layer. When the fixed part runs at a lower FLOP rate than the layers (convolutions
-and their element-wise normalisation are less efficient than the layers' matrix products on most
-hardware), the fixed part's share of time exceeds its share of FLOPs, and the time ratio of a
-shallow model stays above its FLOP ratio by about that difference.
+Where the two ratios part, the split line says why (:func:`convexlab.timing.split_cost`): a
+least-squares line through the (layers, time) and (layers, FLOPs) points separates each model's
+cost into a fixed part (the convolutional feature encoder, the feature projection and the
+positional convolution) and a part per transformer layer. When the fixed part runs at a lower FLOP
+rate than the layers (convolutions and their element-wise normalisation are less efficient than
+the layers' matrix products on most hardware), the fixed part's share of time exceeds its share
+of FLOPs, and the time ratio of a shallow model stays above its FLOP ratio by about that
+difference.
 
 On Linux the script restarts itself with glibc's allocator told to keep freed memory
 (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_``). With the defaults,
@@ -36,14 +37,13 @@ import copy
 import os
 import sys
 
-import numpy as np
 import pandas as pd
 import torch
 from transformers import AutoModel
 
 from convexlab.models import base_config
 from convexlab.prune import prune
-from convexlab.timing import compare_inference
+from convexlab.timing import compare_inference, split_cost
 
 ARCHITECTURES = ("wav2vec2", "wavlm", "hubert")  # ccc-wav2vec2 shares wav2vec2's network
 
@@ -96,25 +96,6 @@ def benchmark(family: str, *, depths, batch_size, repeats, rounds, device, dtype
     return pd.DataFrame(rows)
 
 
-def cost_split(table: pd.DataFrame, *, batch_size: int) -> dict[str, float]:
-    """Fixed and per-layer parts of time and FLOPs, fitted over one family's depths.
-
-    ``table`` has one row per depth with ``layers``, ``ms_per_batch`` and ``gflops_per_clip``.
-    Returns the fixed share of the full model's time and FLOPs and the achieved GFLOP/s of the
-    fixed part and of one transformer layer.
-    """
-    layers = table["layers"].to_numpy(dtype=float)
-    ms_per_layer, fixed_ms = np.polyfit(layers, table["ms_per_batch"].to_numpy(), 1)
-    gflops_per_layer, fixed_gflops = np.polyfit(layers, table["gflops_per_clip"].to_numpy(), 1)
-    full = table.loc[table["layers"].idxmax()]
-    return {
-        "fixed_time_share": fixed_ms / full["ms_per_batch"],
-        "fixed_flop_share": fixed_gflops / full["gflops_per_clip"],
-        "fixed_gflop_per_s": batch_size * fixed_gflops / (fixed_ms / 1e3),
-        "layer_gflop_per_s": batch_size * gflops_per_layer / (ms_per_layer / 1e3),
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="batch 8, 3 repeats: minutes on a small CPU")
@@ -144,11 +125,12 @@ def main(argv: list[str] | None = None) -> int:
                           device=args.device, dtype=dtype, clip_seconds=args.clip_seconds)
         with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 140):
             print(table.to_string(index=False), flush=True)
-        split = cost_split(table, batch_size=batch_size)
-        print(f"  fixed part (feature encoder, projection, positional conv): {split['fixed_time_share']:.1%} of the "
-              f"full model's time, {split['fixed_flop_share']:.1%} of its FLOPs; achieved "
-              f"{split['fixed_gflop_per_s']:.0f} GFLOP/s in the fixed part, "
-              f"{split['layer_gflop_per_s']:.0f} GFLOP/s per transformer layer", flush=True)
+        split = split_cost(table["layers"], table["ms_per_batch"] / 1e3, table["gflops_per_clip"] * 1e9,
+                           batch_size=batch_size)
+        print(f"  fixed part (feature encoder, projection, positional conv): {split.fixed_time_share:.1%} of the "
+              f"full model's time, {split.fixed_flop_share:.1%} of its FLOPs; achieved "
+              f"{split.fixed_flop_rate / 1e9:.0f} GFLOP/s in the fixed part, "
+              f"{split.layer_flop_rate / 1e9:.0f} GFLOP/s in the transformer layers", flush=True)
         tables.append(table)
     result = pd.concat(tables, ignore_index=True)
     pruned = result[result["layers"] < 12]

@@ -19,7 +19,7 @@ from convexlab.convexity import ConvexityResult, best_layer, graph_convexity, la
 # -- pruning, finetuning, timing (convexlab.prune, convexlab.finetune, convexlab.timing) --
 from convexlab.prune import count_parameters, prune
 from convexlab.finetune import FinetuneResult, finetune, finetune_for_profile, finetuned_layer_embeddings
-from convexlab.timing import InferenceTiming, TrainingTiming, compare_inference, measure_inference
+from convexlab.timing import CostSplit, InferenceTiming, TrainingTiming, compare_inference, measure_inference, split_cost
 from convexlab.compare import PruneComparison, compare_pruned
 # -- pretraining of miniature models (convexlab.pretrain) --
 from convexlab.pretrain import PretrainConfig, ensure_pretrained

@@ -40,6 +40,7 @@ __all__ = [
     "before_after_convexity",
     "pruning_results",
     "inference_by_depth",
+    "depth_cost_split",
     "paper_table",
     "dataset_overview",
     "projection_layers",
@@ -325,7 +326,7 @@ def inference_by_depth(
     and repeats default to the profile's ``timing_batch_size`` and ``timing_repeats``.
 
     Columns: model, family, num_layers, time_ms (median per batch), time_low, time_high
-    (interquartile range around the median), batch_size, dtype, device. Not cached: timings
+    (interquartile range around the median), gflops_per_clip, batch_size, dtype, device. Not cached: timings
     belong to the machine they were measured on.
     """
     import copy
@@ -353,9 +354,29 @@ def inference_by_depth(
         timing = timings[str(depth)]
         median, iqr = 1000 * timing.seconds_per_batch, 1000 * timing.seconds_per_batch_iqr
         rows.append({"model": model_name, "family": _family(model_name), "num_layers": depth, "time_ms": median,
-                     "time_low": median - iqr / 2, "time_high": median + iqr / 2, "batch_size": batch_size,
+                     "time_low": median - iqr / 2, "time_high": median + iqr / 2,
+                     "gflops_per_clip": timing.flops_per_clip / 1e9, "batch_size": batch_size,
                      "dtype": profile.dtype, "device": profile.device})
     return pd.DataFrame(rows).sort_values("num_layers", ignore_index=True)
+
+
+def depth_cost_split(by_depth: pd.DataFrame) -> pd.DataFrame:
+    """Per model, the fixed and per-layer parts of the time and FLOPs in :func:`inference_by_depth`'s table.
+
+    Columns: model, fixed_ms (per batch), ms_per_layer, fixed_time_share and fixed_flop_share
+    (of the full model's time and FLOPs), fixed_gflop_per_s and layer_gflop_per_s (the FLOP rate
+    each part achieves). See :func:`convexlab.timing.split_cost`.
+    """
+    from convexlab.timing import split_cost
+
+    rows = []
+    for model, table in by_depth.groupby("model", sort=False):
+        split = split_cost(table["num_layers"], table["time_ms"] / 1e3, table["gflops_per_clip"] * 1e9,
+                           batch_size=int(table["batch_size"].iloc[0]))
+        rows.append({"model": model, "fixed_ms": 1e3 * split.fixed_seconds, "ms_per_layer": 1e3 * split.seconds_per_layer,
+                     "fixed_time_share": split.fixed_time_share, "fixed_flop_share": split.fixed_flop_share,
+                     "fixed_gflop_per_s": split.fixed_flop_rate / 1e9, "layer_gflop_per_s": split.layer_flop_rate / 1e9})
+    return pd.DataFrame(rows)
 
 
 def paper_table() -> pd.DataFrame:

@@ -13,6 +13,11 @@ multiplications, convolutions and attention (element-wise operations and norms a
 they are a small share of these models). Peak memory is the CUDA allocator's peak on a GPU and
 the sampled growth of the process's resident memory on a CPU (``memory_kind`` says which).
 
+Where pruning's time saving falls short of its FLOP saving (:func:`split_cost`): a least-squares
+line through the (layers, time) and (layers, FLOPs) points of one model timed at several depths
+splits its cost into a fixed part (feature encoder, feature projection, positional convolution)
+and a part per transformer layer, each with its own FLOP rate.
+
 Training (:class:`TrainingTimer`): a ``transformers.TrainerCallback`` that records the wall time
 of ``Trainer.train`` and of each epoch, synchronising CUDA at the boundaries.
 """
@@ -39,6 +44,8 @@ from convexlab.prune import count_parameters, num_transformer_layers
 __all__ = [
     "InferenceTiming",
     "TrainingTiming",
+    "CostSplit",
+    "split_cost",
     "TrainingTimer",
     "measure_inference",
     "compare_inference",
@@ -399,3 +406,64 @@ def describe_inference(t: InferenceTiming) -> str:
         f"{t.batch_size}, {t.context.get('dtype')} on {t.context.get('device_name')}; "
         f"{t.n_parameters / 1e6:.2f} M parameters, {t.flops_per_clip / 1e9:.2f} GFLOPs/clip"
     )
+
+
+@dataclass
+class CostSplit:
+    """A model's inference cost split into a fixed part and a part per transformer layer.
+
+    Fitted by least squares over the depths a model was timed at; the fixed part is what runs
+    whatever the depth (feature encoder, feature projection, positional convolution).
+    """
+
+    fixed_seconds: float  # per batch, the fixed part
+    seconds_per_layer: float  # per batch, one transformer layer
+    fixed_flops: float  # per clip, the fixed part
+    flops_per_layer: float  # per clip, one transformer layer
+    n_layers: int  # the deepest depth timed (the full model)
+    batch_size: int  # clips per timed batch
+
+    @property
+    def fixed_time_share(self) -> float:
+        """Share of the full model's time spent in the fixed part."""
+        return self.fixed_seconds / (self.fixed_seconds + self.n_layers * self.seconds_per_layer)
+
+    @property
+    def fixed_flop_share(self) -> float:
+        """Share of the full model's FLOPs in the fixed part."""
+        return self.fixed_flops / (self.fixed_flops + self.n_layers * self.flops_per_layer)
+
+    @property
+    def fixed_flop_rate(self) -> float:
+        """FLOP/s achieved in the fixed part."""
+        return self.batch_size * self.fixed_flops / self.fixed_seconds
+
+    @property
+    def layer_flop_rate(self) -> float:
+        """FLOP/s achieved in a transformer layer."""
+        return self.batch_size * self.flops_per_layer / self.seconds_per_layer
+
+
+def split_cost(layers, seconds_per_batch, flops_per_clip, *, batch_size: int) -> CostSplit:
+    """Fit ``seconds = fixed + layers * per_layer`` and the same for FLOPs; a :class:`CostSplit`.
+
+    ``layers``, ``seconds_per_batch`` and ``flops_per_clip``: one value per timed depth (shape
+    (K,), K >= 2 distinct depths). When the fixed part runs at a lower FLOP rate than the layers,
+    its share of the time exceeds its share of the FLOPs, and a shallow model's time ratio stays
+    above its FLOP ratio by about that difference.
+    """
+    layers = np.asarray(layers, dtype=float)
+    seconds = np.asarray(seconds_per_batch, dtype=float)
+    flops = np.asarray(flops_per_clip, dtype=float)
+    if not layers.shape == seconds.shape == flops.shape or layers.ndim != 1:
+        raise ValueError(f"layers, seconds_per_batch and flops_per_clip must be 1-D and of one length; got shapes "
+                         f"{layers.shape}, {seconds.shape}, {flops.shape}")
+    if len(np.unique(layers)) < 2:
+        raise ValueError(f"A fixed part and a part per layer need timings at two depths or more; got depths {layers.tolist()}")
+    if not (np.isfinite(seconds).all() and np.isfinite(flops).all()):
+        raise ValueError("seconds_per_batch and flops_per_clip must be finite")
+    seconds_per_layer, fixed_seconds = np.polyfit(layers, seconds, 1)
+    flops_per_layer, fixed_flops = np.polyfit(layers, flops, 1)
+    return CostSplit(fixed_seconds=float(fixed_seconds), seconds_per_layer=float(seconds_per_layer),
+                     fixed_flops=float(fixed_flops), flops_per_layer=float(flops_per_layer),
+                     n_layers=int(layers.max()), batch_size=batch_size)

@@ -177,3 +177,22 @@ def test_convexity_by_layer_is_tidy_bounded_and_cached(tiny_profile, random_mode
 
     layer = pipeline.choose_layer(random_model_dir, "word", tiny_profile)
     assert layer == max(1, int(table.loc[table["score"].idxmax(), "layer"]))
+
+
+def test_inference_by_depth_times_every_depth_and_splits_the_cost(tiny_profile, random_model_dir):
+    by_depth = pipeline.inference_by_depth(random_model_dir, tiny_profile, batch_size=2, n_repeats=2)
+    assert by_depth["num_layers"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert (by_depth["time_low"] <= by_depth["time_ms"]).all() and (by_depth["time_ms"] <= by_depth["time_high"]).all()
+    # Every layer adds the same FLOPs: a straight line in the depth.
+    assert np.allclose(np.diff(by_depth["gflops_per_clip"], n=2), 0, atol=1e-9)
+    assert (np.diff(by_depth["gflops_per_clip"]) > 0).all()
+    split = pipeline.depth_cost_split(by_depth)
+    assert split["model"].tolist() == [random_model_dir]
+    row = split.iloc[0]
+    fixed_gflops = by_depth["gflops_per_clip"].iloc[0] - (by_depth["gflops_per_clip"].iloc[1] - by_depth["gflops_per_clip"].iloc[0])
+    assert row["fixed_flop_share"] == pytest.approx(fixed_gflops / by_depth["gflops_per_clip"].iloc[-1])
+    assert 0 < row["fixed_flop_share"] < 1
+    # Times are measured (no sign asserted: a loaded machine may jitter more than a tiny layer costs).
+    assert np.isfinite(row[["fixed_ms", "ms_per_layer", "fixed_time_share", "layer_gflop_per_s"]].astype(float)).all()
+    with pytest.raises(ValueError, match="outside 0..6"):
+        pipeline.inference_by_depth(random_model_dir, tiny_profile, depths=[7])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 from transformers import Wav2Vec2Config, Wav2Vec2ForSequenceClassification, Wav2Vec2Model
@@ -17,6 +18,7 @@ from convexlab.timing import (
     flops_per_clip,
     measure_inference,
     resolve_dtype,
+    split_cost,
 )
 
 TINY = dict(
@@ -112,3 +114,41 @@ def test_training_timer_records_epochs_and_context():
     assert math.isclose(record.seconds_per_epoch, record.train_seconds / 2)
     assert math.isclose(record.seconds_per_sample, record.train_seconds / 40)
     assert CONTEXT_KEYS <= set(record.context) and record.context["batch_size"] == 4
+
+
+# -- the fixed and per-layer parts of the cost -------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_split_cost_recovers_a_linear_cost(seed):
+    rng = np.random.default_rng(seed)
+    fixed_s, s_per_layer = rng.uniform(0.05, 0.5), rng.uniform(0.005, 0.05)
+    fixed_flops, flops_per_layer = rng.uniform(1e9, 5e9), rng.uniform(2e8, 1e9)
+    layers = np.array([2, 4, 8, 12])
+    split = split_cost(layers, fixed_s + s_per_layer * layers, fixed_flops + flops_per_layer * layers, batch_size=32)
+    assert split.fixed_seconds == pytest.approx(fixed_s) and split.seconds_per_layer == pytest.approx(s_per_layer)
+    assert split.n_layers == 12
+    assert split.fixed_time_share == pytest.approx(fixed_s / (fixed_s + 12 * s_per_layer))
+    assert split.fixed_flop_share == pytest.approx(fixed_flops / (fixed_flops + 12 * flops_per_layer))
+    assert split.fixed_flop_rate == pytest.approx(32 * fixed_flops / fixed_s)
+    assert split.layer_flop_rate == pytest.approx(32 * flops_per_layer / s_per_layer)
+
+
+def test_a_slow_fixed_part_explains_a_time_ratio_above_the_flop_ratio():
+    # The fixed part runs at half the FLOP rate of the layers.
+    layers = np.array([1, 2, 4, 6])
+    flops = 4e9 + 0.7e9 * layers
+    seconds = (2 * 4e9 + 0.7e9 * layers) / 1e12
+    split = split_cost(layers, seconds, flops, batch_size=1)
+    assert split.fixed_time_share > split.fixed_flop_share
+    assert split.fixed_flop_rate == pytest.approx(split.layer_flop_rate / 2)
+    assert seconds[0] / seconds[-1] > flops[0] / flops[-1]
+
+
+def test_split_cost_rejects_what_it_cannot_fit():
+    with pytest.raises(ValueError, match="two depths"):
+        split_cost([6, 6], [1.0, 1.1], [1e9, 1e9], batch_size=1)
+    with pytest.raises(ValueError, match="one length"):
+        split_cost([2, 6], [1.0], [1e9, 2e9], batch_size=1)
+    with pytest.raises(ValueError, match="finite"):
+        split_cost([2, 6], [1.0, np.nan], [1e9, 2e9], batch_size=1)
