@@ -174,6 +174,9 @@ def run_chapter(
                 progress_bar=False,
                 execution_timeout=timeout,
                 language="python",
+                # The kernel's start-up notice that local TCP is unencrypted would otherwise fill
+                # the terminal once per chapter; its errors still show.
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
             )
         finally:
             os.environ.clear()

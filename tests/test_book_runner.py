@@ -69,9 +69,11 @@ def test_the_real_toc_names_existing_chapters():
     assert all((root / "book" / f"{name}.md").is_file() for name in names)
 
 
-def test_run_chapter_injects_profile_and_overrides(tmp_path):
+def test_run_chapter_injects_profile_and_overrides(tmp_path, capfd):
     _write_book(tmp_path, {"first": PARAMETRISED})
     run = run_chapter("first", profile="paper", parameters={"n": 5}, root=tmp_path)
+    # The kernel's start-up notices stay out of the terminal of `make book`.
+    assert "WARNING" not in capfd.readouterr().err
     notebook = nbformat.read(run.notebook, as_version=4)
     outputs = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
     assert "paper 105" in outputs
