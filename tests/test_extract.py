@@ -134,22 +134,27 @@ def test_cache_hit_and_miss(dataset):
     np.testing.assert_allclose(half.embeddings, first.embeddings, atol=0.1 * np.abs(first.embeddings).max())
 
 
-def test_interrupted_run_resumes_from_finished_batches(dataset, monkeypatch):
-    model = load_model("mini-hubert", pretrained=False, seed=0)
-    reference = extract_layers(model, dataset, batch_size=4, progress=False, cache=False)
+def _interrupt_extraction(model, dataset, monkeypatch, *, after_batches: int, batch_size: int) -> None:
+    """Run a cached extraction that the user stops while batch ``after_batches + 1`` is being read."""
     real_batch = AudioDataset.batch
     served = []
 
     def failing_batch(self, indices):
-        if len(served) == 3:
-            raise KeyboardInterrupt  # the user stops the run during the fourth batch
+        if len(served) == after_batches:
+            raise KeyboardInterrupt
         served.append(1)
         return real_batch(self, indices)
 
     monkeypatch.setattr(AudioDataset, "batch", failing_batch)
     with pytest.raises(KeyboardInterrupt):
-        extract_layers(model, dataset, batch_size=4, progress=False)
+        extract_layers(model, dataset, batch_size=batch_size, progress=False)
     monkeypatch.setattr(AudioDataset, "batch", real_batch)
+
+
+def test_interrupted_run_resumes_from_finished_batches(dataset, monkeypatch):
+    model = load_model("mini-hubert", pretrained=False, seed=0)
+    reference = extract_layers(model, dataset, batch_size=4, progress=False, cache=False)
+    _interrupt_extraction(model, dataset, monkeypatch, after_batches=3, batch_size=4)  # stopped in the fourth batch
     counter = ForwardCounter(model)
     resumed = extract_layers(model, dataset, batch_size=4, progress=False)
     assert counter.calls == 5 - 3  # 18 clips = 5 batches, 3 of them finished before the interruption
@@ -189,19 +194,7 @@ def test_corrupted_or_stale_cache_files_are_rebuilt_with_a_warning(dataset):
 def test_a_bad_chunk_is_recomputed(dataset, monkeypatch):
     model = load_model("mini-ccc-wav2vec2", pretrained=False, seed=0)
     reference = extract_layers(model, dataset, batch_size=8, progress=False, cache=False)
-    real_batch = AudioDataset.batch
-    served = []
-
-    def failing_batch(self, indices):
-        if len(served) == 2:
-            raise KeyboardInterrupt
-        served.append(1)
-        return real_batch(self, indices)
-
-    monkeypatch.setattr(AudioDataset, "batch", failing_batch)
-    with pytest.raises(KeyboardInterrupt):
-        extract_layers(model, dataset, batch_size=8, progress=False)
-    monkeypatch.setattr(AudioDataset, "batch", real_batch)
+    _interrupt_extraction(model, dataset, monkeypatch, after_batches=2, batch_size=8)
     cache_root = Path(os.environ["CONVEXLAB_CACHE"]) / "embeddings"
     chunks = sorted(cache_root.glob("*/chunks/*.npz"))
     assert len(chunks) == 2
