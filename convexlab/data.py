@@ -118,24 +118,28 @@ class AudioDataset:
             raise ValueError(f"Split {split!r} has no clips in this {self.task} dataset; available splits: {available}")
         return self.select(indices, split=split)
 
-    def subsample(self, n_per_class: int, *, seed: int) -> "AudioDataset":
+    def subsample(self, n_per_class: int, *, seed: int, split: str | None = None) -> "AudioDataset":
         """At most ``n_per_class`` clips of every label, drawn at random from ``seed``.
 
-        Classes with fewer clips keep all of them; the original clip order is kept.
+        Classes with fewer clips keep all of them; the original clip order is kept. ``split``:
+        cap only the clips of that split and keep every other clip (None: cap all clips).
         """
         if n_per_class < 1:
             raise ValueError(f"n_per_class={n_per_class} must be at least 1 (or None for all clips)")
         rng = np.random.default_rng(seed)
         by_label: dict[str, list[int]] = {}
-        for i, label in enumerate(self.labels):
-            by_label.setdefault(label, []).append(i)
         keep: list[int] = []
+        for i, (label, clip_split) in enumerate(zip(self.labels, self.splits)):
+            if split is None or clip_split == split:
+                by_label.setdefault(label, []).append(i)
+            else:
+                keep.append(i)
         for label in sorted(by_label):  # sorted: the draw does not depend on dict order
             members = by_label[label]
             if len(members) > n_per_class:
                 members = sorted(rng.choice(members, size=n_per_class, replace=False).tolist())
             keep.extend(members)
-        return self.select(sorted(keep), n_per_class=n_per_class, subsample_seed=seed)
+        return self.select(sorted(keep), n_per_class=n_per_class, subsample_seed=seed, subsample_split=split)
 
     def class_counts(self) -> dict[str, int]:
         """Number of clips per label, labels sorted."""

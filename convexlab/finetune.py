@@ -531,19 +531,9 @@ def training_dataset(task: str, profile) -> Any:
     from convexlab.data import load_task
 
     dataset = load_task(_check_task(task), profile)
-    cap = profile.max_train_per_class
-    if cap is None:
+    if profile.max_train_per_class is None:
         return dataset
-    rng = np.random.default_rng(profile.seed)
-    train_by_label: dict[str, list[int]] = {}
-    for i, (label, split) in enumerate(zip(dataset.labels, dataset.splits)):
-        if split == "train":
-            train_by_label.setdefault(label, []).append(i)
-    keep = [i for i, split in enumerate(dataset.splits) if split != "train"]
-    for label in sorted(train_by_label):
-        members = train_by_label[label]
-        keep += members if len(members) <= cap else rng.choice(members, size=cap, replace=False).tolist()
-    return dataset.select(sorted(keep), max_train_per_class=cap, max_train_seed=profile.seed)
+    return dataset.subsample(profile.max_train_per_class, seed=profile.seed, split="train")
 
 
 def finetune_for_profile(model_name: str, task: str, profile, *, num_layers: int | None = None,

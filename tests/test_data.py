@@ -109,6 +109,16 @@ def test_subsample_per_class(corpus):
     assert word_task(corpus, n_per_class=5, seed=3).class_counts() == {w: 5 for w in sorted(WORDS)}
 
 
+def test_subsample_of_one_split_keeps_the_others_whole(corpus):
+    dataset = word_task(corpus)
+    capped = dataset.subsample(1, seed=0, split="train")
+    train, others = dataset.subset("train"), [c for c, s in zip(dataset.clip_ids, dataset.splits) if s != "train"]
+    assert capped.subset("train").class_counts() == {w: 1 for w in train.label_names}
+    assert [c for c, s in zip(capped.clip_ids, capped.splits) if s != "train"] == others
+    # The train clips drawn are those a subsample of the train split alone draws.
+    assert capped.subset("train").clip_ids == train.subsample(1, seed=0).clip_ids
+
+
 def test_a_class_without_pairs_is_an_error_naming_it(corpus):
     with pytest.raises(ValueError, match=r"fewer than 2 clips.*'no': 1.*n_per_class"):
         word_task(corpus, n_per_class=1)
