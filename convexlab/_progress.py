@@ -13,12 +13,17 @@ import contextlib
 import os
 from typing import Iterator
 
-__all__ = ["bars_disabled", "tqdm_disable", "transformers_bars"]
+__all__ = ["bars_disabled", "show_bars", "tqdm_disable", "transformers_bars"]
 
 
 def bars_disabled() -> bool:
     """True when ``TQDM_DISABLE`` is set to anything but ``""``, ``"0"`` or ``"false"``."""
     return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false")
+
+
+def show_bars(progress: bool | None) -> bool:
+    """Whether a ``progress`` argument asks for bars: itself, or for ``None`` not :func:`bars_disabled`."""
+    return not bars_disabled() if progress is None else bool(progress)
 
 
 def tqdm_disable(progress: bool | None) -> bool | None:
@@ -33,17 +38,15 @@ def tqdm_disable(progress: bool | None) -> bool | None:
 
 
 @contextlib.contextmanager
-def transformers_bars(show: bool | None = None) -> Iterator[None]:
-    """transformers' own bars (loading weights, saving shards) on or off for a block.
+def transformers_bars(progress: bool | None = None) -> Iterator[None]:
+    """transformers' own bars (loading weights, saving shards) on or off for a block, by :func:`show_bars`.
 
-    ``None``: off if :func:`bars_disabled`. transformers decides once, at import, from
-    ``HF_HUB_DISABLE_PROGRESS_BARS``; this applies the library's rule for the block and restores
-    the previous state after it.
+    transformers decides once, at import, from ``HF_HUB_DISABLE_PROGRESS_BARS``; this applies the
+    library's rule for the block and restores the previous state after it.
     """
     from transformers.utils import logging as hf_logging
 
-    if show is None:
-        show = not bars_disabled()
+    show = show_bars(progress)
     was_enabled = hf_logging.is_progress_bar_enabled()
     if not show and was_enabled:
         hf_logging.disable_progress_bar()

@@ -48,7 +48,7 @@ import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from convexlab._progress import bars_disabled, transformers_bars
+from convexlab._progress import show_bars, transformers_bars
 from convexlab.cache import atomic_dir, cache_path, load_json, save_json, stable_hash
 from convexlab.prune import count_parameters, num_transformer_layers, prune
 from convexlab.timing import TrainingTimer, TrainingTiming, timing_context
@@ -281,11 +281,6 @@ def _optimizer(model, *, learning_rate: float, head_learning_rate: float | None,
     )
 
 
-def _show_progress(progress: bool | None) -> bool:
-    """``None``: show bars unless ``TQDM_DISABLE`` is set."""
-    return not bars_disabled() if progress is None else bool(progress)
-
-
 def _reset_head(model, *, seed: int) -> None:
     """Initialise the projector and classifier from ``seed`` alone, as HF initialises Linear layers,
     so full and pruned runs start from the same head whatever the RNG state before loading."""
@@ -412,7 +407,7 @@ def finetune(
     if resume_from is not None and (Path(resume_from) / BATCH_IDS_FILE).is_file():
         trainer.batch_log = load_json(Path(resume_from) / BATCH_IDS_FILE)
     n_logged_before = len(trainer.batch_log)
-    with transformers_bars(_show_progress(progress)):
+    with transformers_bars(progress):
         trainer.train(resume_from_checkpoint=resume_from)
     samples_here = sum(len(batch) for batch in trainer.batch_log[n_logged_before:])
     training = timer.result(n_samples=samples_here, batch_size=batch_size,
@@ -456,7 +451,7 @@ def finetune(
         },
     )
     if trainer.is_world_process_zero():
-        with atomic_dir(model_dir) as folder, transformers_bars(_show_progress(progress)):
+        with atomic_dir(model_dir) as folder, transformers_bars(progress):
             trainer.save_model(str(folder))
         save_json(run_dir / BATCH_IDS_FILE, batch_clips)
         save_json(run_dir / RESULT_FILE, result.to_dict())  # written last: marks the run finished
@@ -486,7 +481,7 @@ def _training_arguments(output_dir: Path, *, epochs, batch_size, learning_rate, 
         logging_strategy="steps",
         logging_steps=max(1, steps_per_epoch // 4),
         report_to=[],
-        disable_tqdm=not _show_progress(progress),
+        disable_tqdm=not show_bars(progress),
         remove_unused_columns=False,  # keep sample_ids for the batch log
         dataloader_num_workers=0,
         **extra,
@@ -496,7 +491,7 @@ def _training_arguments(output_dir: Path, *, epochs, batch_size, learning_rate, 
 def _evaluate(trainer: Trainer, eval_set, eval_labels: np.ndarray, *, progress) -> tuple[float, float, float]:
     """Accuracy, macro-F1 and loss on the evaluation split (through the Trainer, so multi-GPU works)."""
     trainer.data_collator = _AudioCollator(eval_set, trainer.data_collator.feature_extractor)
-    with transformers_bars(_show_progress(progress)):
+    with transformers_bars(progress):
         prediction = trainer.predict(_ClipDataset(eval_labels))
     predicted = np.asarray(prediction.predictions).argmax(axis=-1)
     accuracy, macro_f1 = _scores(eval_labels, predicted)

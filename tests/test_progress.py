@@ -6,7 +6,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from convexlab._progress import bars_disabled, tqdm_disable
+from convexlab._progress import bars_disabled, show_bars, tqdm_disable
 
 
 @pytest.mark.parametrize("value, disabled", [("1", True), ("True", True), ("yes", True), ("0", False),
@@ -18,8 +18,10 @@ def test_tqdm_disable_follows_the_environment_when_progress_is_none(monkeypatch,
         monkeypatch.setenv("TQDM_DISABLE", value)
     assert bars_disabled() is disabled
     assert tqdm_disable(None) is (True if disabled else None)
+    assert show_bars(None) is (not disabled)
     # An explicit choice wins over the environment.
     assert tqdm_disable(True) is False and tqdm_disable(False) is True
+    assert show_bars(True) is True and show_bars(False) is False
 
 
 # Two library calls that show bars: convexity over layers (the library's own tqdm) and loading a
