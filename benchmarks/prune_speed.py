@@ -33,7 +33,6 @@ with the defaults instead; the first line of the output says which was used.
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 
@@ -42,8 +41,7 @@ import torch
 from transformers import AutoModel
 
 from convexlab.models import base_config
-from convexlab.prune import prune
-from convexlab.timing import compare_inference, split_cost
+from convexlab.timing import compare_depths, split_cost
 
 ARCHITECTURES = ("wav2vec2", "wavlm", "hubert")  # ccc-wav2vec2 shares wav2vec2's network
 
@@ -54,9 +52,13 @@ RETAINING_MALLOC = {  # glibc settings under which freed activations stay mapped
 }
 
 
+def _malloc_retained() -> bool:
+    return all(os.environ.get(name) == value for name, value in RETAINING_MALLOC.items())
+
+
 def malloc_mode() -> str:
     """Which allocator settings this process runs under, for the output's first line."""
-    if all(os.environ.get(name) == value for name, value in RETAINING_MALLOC.items()):
+    if _malloc_retained():
         return "glibc malloc keeping freed memory (" + ", ".join(f"{k}={v}" for k, v in RETAINING_MALLOC.items()) + ")"
     return "the default allocator settings"
 
@@ -68,7 +70,7 @@ def restart_with_retaining_malloc(argv: list[str]) -> None:
     """
     if not sys.platform.startswith("linux") or "--system-malloc" in argv or "--help" in argv or "-h" in argv:
         return
-    if all(os.environ.get(name) == value for name, value in RETAINING_MALLOC.items()):
+    if _malloc_retained():
         return
     sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *argv], os.environ | RETAINING_MALLOC)
@@ -78,11 +80,9 @@ def benchmark(family: str, *, depths, batch_size, repeats, rounds, device, dtype
     config = base_config(family)
     torch.manual_seed(0)
     full = AutoModel.from_config(config)
-    n_layers = config.num_hidden_layers
-    models = {depth: (full if depth == n_layers else prune(copy.deepcopy(full), depth)) for depth in depths}
-    timings = compare_inference(models, batch_size=batch_size, n_repeats=repeats, rounds=rounds, n_warmup=2,
-                                device=device, dtype=dtype, clip_seconds=clip_seconds)
-    baseline = timings[n_layers]
+    timings = compare_depths(full, depths, batch_size=batch_size, n_repeats=repeats, rounds=rounds, n_warmup=2,
+                             device=device, dtype=dtype, clip_seconds=clip_seconds)
+    baseline = timings[config.num_hidden_layers]
     rows = []
     for depth, timing in sorted(timings.items()):
         time_ratio = timing.seconds_per_batch / baseline.seconds_per_batch

@@ -329,29 +329,16 @@ def inference_by_depth(
     (interquartile range around the median), gflops_per_clip, batch_size, dtype, device. Not cached: timings
     belong to the machine they were measured on.
     """
-    import copy
-
     from convexlab.models import load_model
-    from convexlab.prune import num_transformer_layers, prune
-    from convexlab.timing import compare_inference
+    from convexlab.timing import compare_depths
 
     profile = as_profile(profile)
     batch_size = batch_size or profile.timing_batch_size
-    n_repeats = n_repeats or profile.timing_repeats
     full = load_model(model_name, device=profile.device, seed=profile.seed)
-    n_layers = num_transformer_layers(full)
-    depths = list(depths) if depths is not None else list(range(1, n_layers + 1))
-    bad = [d for d in depths if not 0 <= d <= n_layers]
-    if bad:
-        raise ValueError(f"depths {bad} are outside 0..{n_layers}, the layers {model_name} has")
-    models = {depth: prune(copy.deepcopy(full), depth) for depth in sorted(set(depths))}
-    timings = compare_inference(
-        {str(depth): model for depth, model in models.items()}, batch_size=batch_size, n_repeats=n_repeats,
-        rounds=rounds, device=profile.device, dtype=profile.dtype, seed=profile.seed,
-    )
+    timings = compare_depths(full, depths, batch_size=batch_size, n_repeats=n_repeats or profile.timing_repeats,
+                             rounds=rounds, device=profile.device, dtype=profile.dtype, seed=profile.seed)
     rows = []
-    for depth in models:
-        timing = timings[str(depth)]
+    for depth, timing in timings.items():
         median, iqr = 1000 * timing.seconds_per_batch, 1000 * timing.seconds_per_batch_iqr
         rows.append({"model": model_name, "family": _family(model_name), "num_layers": depth, "time_ms": median,
                      "time_low": median - iqr / 2, "time_high": median + iqr / 2,

@@ -25,6 +25,7 @@ of ``Trainer.train`` and of each epoch, synchronising CUDA at the boundaries.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import os
 import platform
@@ -32,14 +33,14 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from convexlab.prune import count_parameters, num_transformer_layers
+from convexlab.prune import count_parameters, num_transformer_layers, prune
 
 __all__ = [
     "InferenceTiming",
@@ -49,6 +50,7 @@ __all__ = [
     "TrainingTimer",
     "measure_inference",
     "compare_inference",
+    "compare_depths",
     "flops_per_clip",
     "timing_context",
     "resolve_dtype",
@@ -293,6 +295,23 @@ def compare_inference(
                          context=context | {"rounds": rounds})
         for name, model in models.items()
     }
+
+
+def compare_depths(model: nn.Module, depths: Sequence[int] | None = None, **timing) -> dict[int, InferenceTiming]:
+    """Time ``model`` cut to each of ``depths`` transformer layers (default: 1..L), interleaved on one batch.
+
+    The model itself serves its own depth; the other depths are pruned copies. ``timing`` goes to
+    :func:`compare_inference` (batch size, repeats, rounds, device, dtype, ...). Returns one
+    :class:`InferenceTiming` per depth.
+    """
+    n_layers = num_transformer_layers(model)
+    depths = sorted(set(depths)) if depths is not None else list(range(1, n_layers + 1))
+    bad = [d for d in depths if not 0 <= d <= n_layers]
+    if bad:
+        name = getattr(model.config, "_name_or_path", "") or type(model).__name__
+        raise ValueError(f"depths {bad} are outside 0..{n_layers}, the layers {name} has")
+    models = {str(d): model if d == n_layers else prune(copy.deepcopy(model), d) for d in depths}
+    return {int(name): result for name, result in compare_inference(models, **timing).items()}
 
 
 def _summarise(model, repeats, peak, *, batch_size, clip_seconds, n_warmup, device, dtype, context) -> InferenceTiming:

@@ -10,10 +10,11 @@ import pytest
 import torch
 from transformers import Wav2Vec2Config, Wav2Vec2ForSequenceClassification, Wav2Vec2Model
 
-from convexlab.prune import count_parameters, prune
+from convexlab.prune import count_parameters, num_transformer_layers, prune
 from convexlab.timing import (
     InferenceTiming,
     TrainingTimer,
+    compare_depths,
     compare_inference,
     flops_per_clip,
     measure_inference,
@@ -74,6 +75,18 @@ def test_compare_inference_interleaves_rounds_and_keeps_names():
     assert timings["full"].context["rounds"] == 2
     assert timings["pruned"].n_layers == 1 and timings["full"].n_layers == 4
     assert timings["pruned"].flops_per_clip < timings["full"].flops_per_clip
+
+
+def test_compare_depths_times_pruned_copies_and_the_model_itself():
+    model = tiny()
+    timings = compare_depths(model, [4, 1, 2, 1], batch_size=2, n_repeats=2, rounds=2, n_warmup=1, clip_seconds=0.25)
+    assert list(timings) == [1, 2, 4]
+    assert [timings[d].n_layers for d in timings] == [1, 2, 4]
+    assert timings[1].flops_per_clip < timings[2].flops_per_clip < timings[4].flops_per_clip
+    assert num_transformer_layers(model) == 4  # the model serves its own depth, unpruned
+    assert list(compare_depths(model, batch_size=1, n_repeats=1, clip_seconds=0.25)) == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match=r"depths \[5\] are outside 0..4"):
+        compare_depths(model, [2, 5])
 
 
 def test_classification_models_are_timed_too():
