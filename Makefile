@@ -1,21 +1,37 @@
 # convexlab: the two commands are `make book` and `make test`.
-# Both create .venv on their own if it is missing and reuse it while pyproject.toml is unchanged.
+# Both create .venv on their own if it is missing and install it from requirements.lock (every
+# package at an exact version, with hashes); a changed lock or pyproject.toml reinstalls it.
+# `make lock` regenerates the lock from pyproject.toml's ranges with uv (installed from PyPI at
+# UV_VERSION into .tools/, so the resolver is the same on every machine).
 
 PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.convexlab-installed
+LOCK    := requirements.lock
+UV_VERSION := 0.13.9
+UV      := .tools/uv-$(UV_VERSION)/bin/uv
 PROFILE ?= lite
 PYTEST_ARGS ?=
 
-.PHONY: book test venv chapters html unit nbval browser benchmarks clean distclean
+.PHONY: book test venv lock chapters html unit nbval browser benchmarks clean distclean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(UV):
+	$(PYTHON) -m pip install --disable-pip-version-check -q --target .tools/uv-$(UV_VERSION) uv==$(UV_VERSION)
+
+# sync makes .venv exactly the lock (removing what is not in it); then convexlab itself, editable.
+$(STAMP): $(LOCK) pyproject.toml | $(UV)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -e ".[book,test]"
+	$(UV) pip sync --quiet --python $(PY) --require-hashes $(LOCK)
+	$(UV) pip install --quiet --python $(PY) --no-deps -e .
 	@touch $(STAMP)
+
+## make lock: resolve pyproject.toml's ranges (all extras) to exact versions with hashes
+lock: | $(UV)
+	$(UV) pip compile pyproject.toml --extra book --extra test --universal --python-version 3.11 \
+	  --generate-hashes --quiet -o $(LOCK)
 
 ## make book: run every chapter on PROFILE (default lite) and build the HTML book in _build/html
 book: venv
