@@ -25,6 +25,8 @@ pretraining-only heads, and maps a batch of waveforms ``(B, S)`` to a scalar los
   :func:`mfcc_cluster_targets`). Logits are cosine similarities between a projection of the
   transformer output and learned cluster embeddings, over a temperature 0.1; the loss is on
   masked frames only. Masking uses ``HubertModel``'s own ``mask_time_indices`` argument.
+  The second iteration (:func:`hidden_cluster_targets`) re-clusters the first-iteration model's
+  middle-layer features and trains a fresh model to predict those ids, as in the paper.
 - **WavLM** (Chen et al. 2022, arXiv 2110.13900): the HuBERT objective on ``WavLMModel`` with
   utterance mixing: with some probability, a random crop (at most half the length) of another
   utterance of the batch is added at an energy ratio drawn from [-5, 5] dB; the targets stay
@@ -52,6 +54,7 @@ __all__ = [
     "ClusterContrastiveObjective",
     "MaskedPredictionObjective",
     "mfcc_cluster_targets",
+    "hidden_cluster_targets",
     "mix_utterances",
     "sample_time_mask",
 ]
@@ -351,6 +354,48 @@ def mfcc_cluster_targets(
     flat = (flat - flat.mean(0)) / (flat.std(0) + 1e-6)
     kmeans = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, batch_size=4096, n_init=3)
     return kmeans.fit_predict(flat).reshape(len(waveforms), n_frames).astype(np.int64)
+
+
+@torch.no_grad()
+def hidden_cluster_targets(
+    encoder: nn.Module,
+    waveforms: np.ndarray,
+    *,
+    layer: int,
+    n_clusters: int,
+    seed: int = 0,
+    batch_size: int = 32,
+    max_fit_frames: int = 100_000,
+) -> np.ndarray:
+    """HuBERT's second-iteration targets: k-means ids of an encoder's layer features, int64 ``(N, T)``.
+
+    ``encoder``: a first-iteration ``HubertModel``/``WavLMModel`` (run in eval mode, no masking);
+    ``waveforms``: float32 ``(N, S)``; ``layer`` indexes ``hidden_states`` (0 is the transformer's
+    input). MiniBatchKMeans is fitted on at most ``max_fit_frames`` frames drawn with ``seed`` (the
+    paper also fits on a subset) and then labels every frame.
+    """
+    from sklearn.cluster import MiniBatchKMeans
+
+    if waveforms.ndim != 2:
+        raise ValueError(f"waveforms must be (N, samples), got shape {waveforms.shape}.")
+    n_states = encoder.config.num_hidden_layers + 1
+    if not 0 <= layer < n_states:
+        raise ValueError(f"layer {layer} is outside the encoder's hidden states 0..{n_states - 1}.")
+    was_training = encoder.training
+    encoder.eval()
+    audio = torch.from_numpy(np.asarray(waveforms, dtype=np.float32))
+    features = []
+    for start in range(0, len(audio), batch_size):
+        hidden = encoder(audio[start : start + batch_size], output_hidden_states=True).hidden_states[layer]
+        features.append(hidden.float().numpy())  # (B, T, H)
+    encoder.train(was_training)
+    stacked = np.concatenate(features)  # (N, T, H)
+    flat = stacked.reshape(-1, stacked.shape[-1])
+    flat = (flat - flat.mean(0)) / (flat.std(0) + 1e-6)
+    rng = np.random.default_rng(seed)
+    fit = flat[rng.choice(len(flat), size=min(max_fit_frames, len(flat)), replace=False)]
+    kmeans = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, batch_size=4096, n_init=3).fit(fit)
+    return kmeans.predict(flat).reshape(stacked.shape[:2]).astype(np.int64)
 
 
 def mix_utterances(

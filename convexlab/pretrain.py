@@ -31,7 +31,13 @@ from transformers import PretrainedConfig
 
 from convexlab._progress import tqdm_disable
 from convexlab.cache import atomic_dir, cache_path, load_json, save_json, stable_hash
-from convexlab.objectives import ClusterContrastiveObjective, ContrastiveObjective, MaskedPredictionObjective, mfcc_cluster_targets
+from convexlab.objectives import (
+    ClusterContrastiveObjective,
+    ContrastiveObjective,
+    MaskedPredictionObjective,
+    hidden_cluster_targets,
+    mfcc_cluster_targets,
+)
 
 __all__ = [
     "OBJECTIVE_VERSION",
@@ -50,8 +56,8 @@ OBJECTIVE_VERSION = 1  # bump when an objective changes, so cached models are re
 FAMILY_OBJECTIVES = {  # family -> the objective it is pretrained with
     "wav2vec2": "contrastive (wav2vec 2.0)",
     "ccc-wav2vec2": "clustering-aided cross-contrastive (ccc-wav2vec 2.0)",
-    "hubert": "masked prediction of MFCC k-means clusters (HuBERT, first iteration)",
-    "wavlm": "masked prediction of MFCC k-means clusters with utterance mixing (WavLM)",
+    "hubert": "masked prediction of k-means clusters (HuBERT: MFCC targets, then the first model's features)",
+    "wavlm": "masked prediction of k-means clusters with utterance mixing (WavLM: MFCC, then features)",
 }
 
 
@@ -86,6 +92,10 @@ class PretrainConfig:
     n_clusters: int = 50  # k-means clusters of MFCC frames
     projection_dim: int = 64  # size of the projection compared with the cluster embeddings
     mix_probability: float = 0.2  # wavlm: probability that an utterance gets another one mixed in
+    # masked prediction, second iteration: a fresh model predicts k-means ids of the first one's features
+    iteration2_steps: int = 0  # optimizer updates of the second iteration (0: first iteration only)
+    iteration2_layer: int | None = None  # hidden_states index clustered (None: the middle layer, L // 2)
+    iteration2_clusters: int = 100  # k-means clusters of those features
     # pretraining corpus: same words as the analysis corpus, disjoint speakers and repetitions
     n_words: int = 12  # words (must match the analysis corpus: the generator draws words first)
     n_speakers: int = 24  # pretraining speakers
@@ -146,7 +156,9 @@ def pretraining_waveforms(config: PretrainConfig = PretrainConfig()) -> np.ndarr
 DROPOUT_FIELDS = ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "feat_quantizer_dropout")
 
 
-def _build_objective(family: str, model_config: PretrainedConfig, config: PretrainConfig, seed: int) -> torch.nn.Module:
+def _build_objective(
+    family: str, model_config: PretrainedConfig, config: PretrainConfig, seed: int, *, n_clusters: int | None = None
+) -> torch.nn.Module:
     model_config = copy.deepcopy(model_config)
     model_config.layerdrop = config.layerdrop
     for name in DROPOUT_FIELDS:
@@ -175,7 +187,7 @@ def _build_objective(family: str, model_config: PretrainedConfig, config: Pretra
         )
     return MaskedPredictionObjective(
         model_config,
-        n_clusters=config.n_clusters,
+        n_clusters=n_clusters or config.n_clusters,
         projection_dim=config.projection_dim,
         mix_probability=config.mix_probability if family == "wavlm" else 0.0,
         seed=seed,
@@ -188,6 +200,59 @@ def _learning_rate_factor(step: int, *, steps: int, warmup_fraction: float) -> f
     if step < warmup:
         return (step + 1) / warmup
     return max(0.0, (steps - step) / max(1, steps - warmup))
+
+
+def _optimise(
+    objective: torch.nn.Module,
+    audio: torch.Tensor,
+    targets: torch.Tensor | None,
+    *,
+    steps: int,
+    config: PretrainConfig,
+    seed: int,
+    description: str,
+    iteration: int,
+    progress: bool | None,
+    first_step: int = 0,
+) -> list[dict[str, float]]:
+    """AdamW with warm-up and linear decay over ``steps`` batches of ``audio`` ``(N, S)``; the log per step.
+
+    ``targets``: int64 ``(N, T)`` cluster ids for masked prediction, ``None`` for the contrastive
+    objectives. Batches are drawn without replacement, reshuffled each epoch, from ``seed``.
+    """
+    optimizer = torch.optim.AdamW(
+        objective.parameters(), lr=config.learning_rate, betas=(0.9, 0.98), eps=1e-6, weight_decay=config.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: _learning_rate_factor(step, steps=steps, warmup_fraction=config.warmup_fraction),
+    )
+    batch_order = torch.Generator().manual_seed(seed)  # shuffling has its own generator
+    batch_size = min(config.batch_size, len(audio))
+    order = torch.randperm(len(audio), generator=batch_order)
+    cursor = 0
+    log: list[dict[str, float]] = []
+    objective.train()
+    bar = tqdm(range(steps), desc=description, disable=tqdm_disable(progress))
+    for step in bar:
+        if cursor + batch_size > len(order):
+            order, cursor = torch.randperm(len(audio), generator=batch_order), 0
+        indices = order[cursor : cursor + batch_size]
+        cursor += batch_size
+        progress_fraction = step / max(1, steps - 1)
+        if targets is None:
+            output = objective(audio[indices], progress=progress_fraction)
+        else:
+            output = objective(audio[indices], targets=targets[indices], progress=progress_fraction)
+        optimizer.zero_grad(set_to_none=True)
+        output.loss.backward()
+        torch.nn.utils.clip_grad_norm_(objective.parameters(), config.max_grad_norm)
+        optimizer.step()
+        entry = {"step": first_step + step, "iteration": iteration, "loss": float(output.loss.detach()),
+                 "lr": schedule.get_last_lr()[0], **output.parts}
+        schedule.step()
+        log.append(entry)
+        bar.set_postfix(loss=f"{entry['loss']:.3f}")
+    return log
 
 
 def pretrain(
@@ -227,41 +292,21 @@ def pretrain(
                 mfcc_cluster_targets(waveforms, n_frames=n_frames, n_clusters=config.n_clusters, seed=seed)
             )
         setup_seconds = time.perf_counter() - setup_start
-
-        optimizer = torch.optim.AdamW(
-            objective.parameters(), lr=config.learning_rate, betas=(0.9, 0.98), eps=1e-6, weight_decay=config.weight_decay
-        )
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            lambda step: _learning_rate_factor(step, steps=config.steps, warmup_fraction=config.warmup_fraction),
-        )
-        batch_order = torch.Generator().manual_seed(seed)  # shuffling has its own generator
         audio = torch.from_numpy(waveforms)
-        batch_size = min(config.batch_size, len(audio))
-        order = torch.randperm(len(audio), generator=batch_order)
-        cursor = 0
-        log: list[dict[str, float]] = []
-        objective.train()
         start, cpu_start = time.perf_counter(), time.process_time()
-        bar = tqdm(range(config.steps), desc=f"pretraining mini-{family}", disable=tqdm_disable(progress))
-        for step in bar:
-            if cursor + batch_size > len(order):
-                order, cursor = torch.randperm(len(audio), generator=batch_order), 0
-            indices = order[cursor : cursor + batch_size]
-            cursor += batch_size
-            progress_fraction = step / max(1, config.steps - 1)
-            if targets is None:
-                output = objective(audio[indices], progress=progress_fraction)
-            else:
-                output = objective(audio[indices], targets=targets[indices], progress=progress_fraction)
-            optimizer.zero_grad(set_to_none=True)
-            output.loss.backward()
-            torch.nn.utils.clip_grad_norm_(objective.parameters(), config.max_grad_norm)
-            optimizer.step()
-            entry = {"step": step, "loss": float(output.loss.detach()), "lr": schedule.get_last_lr()[0], **output.parts}
-            schedule.step()
-            log.append(entry)
-            bar.set_postfix(loss=f"{entry['loss']:.3f}")
+        log = _optimise(objective, audio, targets, steps=config.steps, config=config, seed=seed,
+                        description=f"pretraining mini-{family}", iteration=1, progress=progress)
+        if isinstance(objective, MaskedPredictionObjective) and config.iteration2_steps > 0:
+            layer = config.iteration2_layer
+            layer = model_config.num_hidden_layers // 2 if layer is None else layer
+            targets = torch.from_numpy(hidden_cluster_targets(
+                objective.encoder, waveforms, layer=layer, n_clusters=config.iteration2_clusters, seed=seed,
+            ))
+            # as in HuBERT, the second iteration starts from a fresh initialisation
+            objective = _build_objective(family, model_config, config, seed + 1, n_clusters=config.iteration2_clusters)
+            log += _optimise(objective, audio, targets, steps=config.iteration2_steps, config=config, seed=seed + 1,
+                             description=f"pretraining mini-{family} (iteration 2)", iteration=2,
+                             progress=progress, first_step=len(log))
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     finally:
         np.random.set_state(numpy_state)

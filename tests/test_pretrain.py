@@ -243,3 +243,48 @@ def test_miniature_objective_learns_on_synthetic_speech(family):
     result = pretrain(family, seed=0, config=config, waveforms=dataset.batch(range(len(dataset))), progress=False)
     losses = np.array([entry["loss"] for entry in result.log])
     assert losses[-10:].mean() < losses[:10].mean() - 0.05 * abs(losses[:10].mean())
+
+
+def test_hidden_cluster_targets_label_every_frame_of_a_layer():
+    from convexlab.objectives import hidden_cluster_targets
+
+    encoder = AutoModel.from_config(TINY_CONFIGS["hubert"]()).eval()
+    clips = tone_clips(12)
+    n_frames = int(encoder._get_feat_extract_output_lengths(torch.tensor(clips.shape[1])))
+    ids = hidden_cluster_targets(encoder, clips, layer=1, n_clusters=5, seed=0, batch_size=5)
+    assert ids.shape == (12, n_frames) and ids.dtype == np.int64
+    assert ids.min() >= 0 and ids.max() < 5 and len(np.unique(ids)) > 1
+    assert np.array_equal(ids, hidden_cluster_targets(encoder, clips, layer=1, n_clusters=5, seed=0))
+    with pytest.raises(ValueError, match="outside the encoder's hidden states 0..2"):
+        hidden_cluster_targets(encoder, clips, layer=3, n_clusters=5)
+
+
+@pytest.mark.parametrize("family", ["hubert", "wavlm"])
+def test_second_iteration_trains_a_fresh_model_on_feature_clusters(family, monkeypatch):
+    """Iteration 2 re-clusters iteration 1's middle layer and trains a new model on those ids."""
+    import convexlab.pretrain as module
+
+    seen = {}
+    real = module.hidden_cluster_targets
+
+    def spy(encoder, waveforms, *, layer, n_clusters, seed):
+        seen.update(layer=layer, n_clusters=n_clusters, encoder=encoder)
+        return real(encoder, waveforms, layer=layer, n_clusters=n_clusters, seed=seed)
+
+    monkeypatch.setattr(module, "hidden_cluster_targets", spy)
+    config = TINY_RUN.replace(steps=40, iteration2_steps=40, iteration2_clusters=7)
+    result = pretrain(family, seed=0, config=config, model_config=TINY_CONFIGS[family](), waveforms=tone_clips(48), progress=False)
+    assert seen["layer"] == 1 and seen["n_clusters"] == 7  # middle of 2 layers; the configured clusters
+    assert result.encoder is not seen["encoder"]  # a fresh model, as in HuBERT
+    iterations = [entry["iteration"] for entry in result.log]
+    assert iterations == [1] * 40 + [2] * 40 and [e["step"] for e in result.log] == list(range(80))
+    second = np.array([e["loss"] for e in result.log if e["iteration"] == 2])
+    assert np.isfinite(second).all() and second[-8:].mean() < second[:8].mean(), "iteration 2 did not learn"
+
+
+def test_second_iteration_is_ignored_by_contrastive_families_and_changes_the_key():
+    config = TINY_RUN.replace(steps=4, iteration2_steps=4)
+    result = pretrain("wav2vec2", seed=0, config=config, model_config=TINY_CONFIGS["wav2vec2"](),
+                      waveforms=tone_clips(16), progress=False)
+    assert [e["iteration"] for e in result.log] == [1] * 4
+    assert pretrained_path("hubert", config=TINY_RUN) != pretrained_path("hubert", config=config)
