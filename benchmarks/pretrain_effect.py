@@ -1,25 +1,30 @@
-"""Did pretraining make a difference? Layer-wise convexity and linear probes, pretrained vs random.
+"""Did pretraining make a difference, and do the miniatures show the paper's layer structure?
 
-For each miniature family, the pretrained model (``convexlab.pretrain.ensure_pretrained``,
-trained on first use) and the randomly initialised one of the same architecture are run on the
-*analysis* corpus of the lite profile (speakers and repetitions never seen in pretraining). Per
-layer it prints:
+For each miniature family and each pretraining seed, the pretrained model
+(``convexlab.pretrain.ensure_pretrained``, trained on first use and cached) and the randomly
+initialised model of the same architecture are run on the *analysis* corpus of the lite profile
+(speakers and repetitions never seen in pretraining). Per layer it prints
 
-- graph convexity of the word and of the speaker concept (``layerwise_convexity``), and
+- graph convexity of the word and of the speaker concept with bootstrap intervals
+  (``layerwise_convexity``: k, pairs budget and bootstraps of the profile, the same for every
+  model), and
 - the cross-validated accuracy of a linear probe (standardised features, logistic regression,
   stratified k-fold) for each concept,
 
-each for the pretrained and the random model, and which layer is best. It also prints the
-pretraining time and loss of each family from its training log.
+then, per family and seed, whether the paper's layer structure holds
+(``convexlab.convexity.layer_structure``: speakers peak in the first third of the layers, words
+strictly inside the stack and above layer 0's bootstrap interval), and the goal: at least 3 of
+the 4 families in at least 2 of 3 seeds.
 
-    python benchmarks/pretrain_effect.py                       # all four families
-    python benchmarks/pretrain_effect.py --family hubert --per-word 24 --threads 2
-    python benchmarks/pretrain_effect.py --family hubert --mask-prob 0.8 --mask-length 10   # a variant
+    python benchmarks/pretrain_effect.py                                   # lite recipe, seeds 0 1 2
+    python benchmarks/pretrain_effect.py --family hubert --seeds 0 --steps 3000
+    python benchmarks/pretrain_effect.py --corpus spoken --conv-dim 64 --hidden-size 64 --steps 3000
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import numpy as np
@@ -29,13 +34,16 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from transformers import AutoModel
 
-from convexlab.convexity import layerwise_convexity
+from convexlab.convexity import layer_structure, layerwise_convexity
 from convexlab.data import load_task
 from convexlab.extract import extract_layers
-from convexlab.models import FAMILIES, load_model
+from convexlab.models import FAMILIES, load_model, miniature_config
 from convexlab.pretrain import PretrainConfig, ensure_pretrained, loss_trend, training_log
 from convexlab.profiles import get_profile
+
+GOAL_FAMILIES, GOAL_SEEDS = 3, 2  # the structure must hold for >= 3 of 4 families in >= 2 of 3 seeds
 
 
 def probe_accuracy(X: np.ndarray, labels: np.ndarray, *, folds: int, seed: int) -> float:
@@ -45,77 +53,114 @@ def probe_accuracy(X: np.ndarray, labels: np.ndarray, *, folds: int, seed: int) 
     return float(cross_val_score(probe, X, labels, cv=cv).mean())
 
 
-def layer_table(embeddings, *, n_neighbors: int, max_pairs: int, folds: int, seed: int) -> pd.DataFrame:
-    """One row per layer: word/speaker convexity and probe accuracy of one model's embeddings."""
-    table = pd.DataFrame({"layer": np.arange(embeddings.n_layers)})
+def layer_tables(embeddings, *, profile, folds: int, seed: int, probes: bool) -> dict[str, pd.DataFrame]:
+    """Per concept, the ``layerwise_convexity`` table of one model's embeddings (plus a probe column)."""
+    tables = {}
     for concept in ("word", "speaker"):
         labels = embeddings.concept(concept)
-        convexity = layerwise_convexity(
-            embeddings.embeddings, labels, n_neighbors=n_neighbors, max_pairs=max_pairs, seed=seed,
-            n_bootstrap=0, progress=False,
+        table = layerwise_convexity(
+            embeddings.embeddings, labels, n_neighbors=profile.n_neighbors, max_pairs=profile.max_pairs,
+            seed=profile.seed, n_bootstrap=profile.n_bootstrap, progress=False,
         )
-        table[f"{concept}_convexity"] = convexity["score"].to_numpy()
-        table[f"{concept}_probe"] = [
-            probe_accuracy(embeddings.layer(i), labels, folds=folds, seed=seed) for i in range(embeddings.n_layers)
-        ]
-    return table
+        table["probe"] = ([probe_accuracy(embeddings.layer(i), labels, folds=folds, seed=seed)
+                           for i in range(embeddings.n_layers)] if probes else np.nan)
+        tables[concept] = table
+    return tables
+
+
+def _interval(table: pd.DataFrame) -> list[str]:
+    return [f"{s:.3f} [{lo:.3f}, {hi:.3f}]" for s, lo, hi in zip(table["score"], table["ci_low"], table["ci_high"])]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="all", choices=["all", *FAMILIES])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="pretraining seeds")
+    parser.add_argument("--corpus", help="analysis and pretraining corpus (default: the lite profile's)")
     parser.add_argument("--per-word", type=int, default=48, help="clips per word from the analysis corpus")
-    parser.add_argument("--n-neighbors", type=int, default=10)
-    parser.add_argument("--max-pairs", type=int, default=2000)
-    parser.add_argument("--folds", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0, help="model seed (pretraining and random init)")
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--no-probes", action="store_true", help="skip the linear probes (faster)")
+    parser.add_argument("--no-random", action="store_true", help="skip the random-initialisation baseline")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (use 1 on a busy machine)")
-    parser.add_argument("--steps", type=int, help="pretraining override (default: PretrainConfig's)")
-    parser.add_argument("--mask-prob", type=float, help="pretraining override")
-    parser.add_argument("--mask-length", type=int, help="pretraining override")
-    parser.add_argument("--learning-rate", type=float, help="pretraining override")
+    parser.add_argument("--conv-dim", type=int, help="miniature override: feature-encoder channels (all 7 layers)")
+    parser.add_argument("--hidden-size", type=int, help="miniature override: transformer width (intermediate 3x)")
+    for field in dataclasses.fields(PretrainConfig):  # every recipe field can be overridden
+        if field.type in ("int", "float", "int | None", "str"):
+            kind = {"int": int, "float": float, "int | None": int, "str": str}[field.type]
+            parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, help="pretraining override")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    config = PretrainConfig().replace(steps=args.steps, mask_prob=args.mask_prob, mask_length=args.mask_length,
-                                      learning_rate=args.learning_rate)
-    profile = get_profile("lite")
+    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(PretrainConfig)}
+    profile = get_profile("lite", corpus=args.corpus)
+    if args.corpus is not None and "corpus" in overrides and overrides["corpus"] is None:
+        overrides["corpus"] = args.corpus  # pretrain on the corpus that is analysed (other speakers)
+    config = PretrainConfig().replace(**overrides)
     dataset = load_task("word", profile).subsample(args.per_word, seed=0)
-    print(f"analysis clips: {len(dataset)} ({len(set(dataset.words))} words, {len(set(dataset.speakers))} speakers)")
+    print(f"analysis clips: {len(dataset)} ({len(set(dataset.words))} words, {len(set(dataset.speakers))} speakers); "
+          f"k={profile.n_neighbors}, {profile.max_pairs} pairs per class, {profile.n_bootstrap} bootstraps")
+    print(f"recipe: {config}")
     families = list(FAMILIES) if args.family == "all" else [args.family]
-    summary = []
+    summary, structure_rows = [], []
     for family in families:
-        start = time.perf_counter()
-        folder = ensure_pretrained(family, seed=args.seed, config=config)
-        log = training_log(folder)
-        first, last, n_steps = loss_trend(log)
-        print(f"\n=== mini-{family}: {log['objective']}")
-        print(f"pretraining: {n_steps} steps in {log['seconds']:.1f} s (+{log['setup_seconds']:.1f} s setup, "
-              f"{log['torch_threads']} threads); loss {first:.3f} -> {last:.3f}")
-        tables = {}
-        for kind, pretrained in (("pretrained", True), ("random", False)):
-            name = str(folder) if pretrained else FAMILIES[family].miniature_name
-            model = load_model(name, pretrained=pretrained, seed=args.seed)
-            embeddings = extract_layers(model, dataset, cache=False, progress=False)
-            tables[kind] = layer_table(embeddings, n_neighbors=args.n_neighbors, max_pairs=args.max_pairs,
-                                       folds=args.folds, seed=args.seed)
-        merged = tables["pretrained"].merge(tables["random"], on="layer", suffixes=("", "_rand"))
-        columns = ["layer"] + [f"{c}{s}" for c in ("word_convexity", "speaker_convexity", "word_probe", "speaker_probe")
-                               for s in ("", "_rand")]
-        print(merged[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        for kind, table in tables.items():
-            summary.append({
-                "family": family, "model": kind,
-                "best_word_layer": int(table["word_convexity"].idxmax()),
-                "best_speaker_layer": int(table["speaker_convexity"].idxmax()),
-                "max_word_convexity": table["word_convexity"].max(),
-                "max_speaker_convexity": table["speaker_convexity"].max(),
-                "best_word_probe": table["word_probe"].max(),
-                "best_speaker_probe": table["speaker_probe"].max(),
-            })
-        print(f"({time.perf_counter() - start:.0f} s for this family)")
+        model_config = miniature_config(family)
+        if args.conv_dim:
+            model_config.conv_dim = (args.conv_dim,) * len(model_config.conv_dim)
+        if args.hidden_size:
+            model_config.hidden_size, model_config.intermediate_size = args.hidden_size, 3 * args.hidden_size
+            if hasattr(model_config, "classifier_proj_size"):
+                model_config.classifier_proj_size = args.hidden_size
+        for seed in args.seeds:
+            start = time.perf_counter()
+            folder = ensure_pretrained(family, seed=seed, config=config, model_config=model_config)
+            log = training_log(folder)
+            first, last, n_steps = loss_trend(log)
+            print(f"\n=== mini-{family}, seed {seed}: {log['objective']}")
+            print(f"pretraining: {n_steps} steps in {log['seconds']:.1f} s (+{log['setup_seconds']:.1f} s setup, "
+                  f"{log['torch_threads']} threads, {log['n_clips']} clips); loss {first:.3f} -> {last:.3f}")
+            kinds = [("pretrained", True)] + ([] if args.no_random else [("random", False)])
+            tables = {}
+            for kind, pretrained in kinds:
+                if pretrained:
+                    model = load_model(str(folder))
+                else:
+                    torch.manual_seed(seed)
+                    model = AutoModel.from_config(model_config).eval()
+                embeddings = extract_layers(model, dataset, cache=False, progress=False)
+                tables[kind] = layer_tables(embeddings, profile=profile, folds=args.folds, seed=seed,
+                                            probes=not args.no_probes)
+            shown = pd.DataFrame({"layer": tables["pretrained"]["word"]["layer"]})
+            for kind in tables:
+                suffix = "" if kind == "pretrained" else "_rand"
+                shown[f"word{suffix}"] = _interval(tables[kind]["word"])
+                shown[f"speaker{suffix}"] = _interval(tables[kind]["speaker"])
+                if not args.no_probes:
+                    shown[f"word_probe{suffix}"] = tables[kind]["word"]["probe"].map("{:.3f}".format)
+                    shown[f"speaker_probe{suffix}"] = tables[kind]["speaker"]["probe"].map("{:.3f}".format)
+            print(shown.to_string(index=False))
+            for kind, pair in tables.items():
+                structure = layer_structure(pair["word"], pair["speaker"])
+                structure_rows.append({"family": family, "seed": seed, "model": kind, **dataclasses.asdict(structure)})
+                summary.append({
+                    "family": family, "seed": seed, "model": kind,
+                    "max_word_convexity": pair["word"]["score"].max(),
+                    "max_speaker_convexity": pair["speaker"]["score"].max(),
+                    "best_word_probe": pair["word"]["probe"].max(),
+                    "best_speaker_probe": pair["speaker"]["probe"].max(),
+                })
+            print(f"({time.perf_counter() - start:.0f} s for this family and seed)")
     print("\n=== summary (layer 0 is the transformer's input)")
     print(pd.DataFrame(summary).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    structures = pd.DataFrame(structure_rows)
+    print("\n=== the paper's layer structure (speakers in the first third, words inside and above layer 0)")
+    print(structures.to_string(index=False))
+    pretrained = structures[structures["model"] == "pretrained"]
+    seeds_holding = {family: int(n) for family, n in pretrained.groupby("family")["holds"].sum().items()}
+    needed = min(GOAL_SEEDS, len(args.seeds))
+    families_meeting = sum(n >= needed for n in seeds_holding.values())
+    print(f"\nfamilies whose structure holds in >= {needed} of {len(args.seeds)} seeds: {families_meeting} of "
+          f"{len(families)} (seeds holding: {seeds_holding}); goal (>= {GOAL_FAMILIES} of 4 families, "
+          f">= {GOAL_SEEDS} of 3 seeds): {'MET' if families_meeting >= GOAL_FAMILIES and len(args.seeds) >= 3 else 'NOT MET'}")
 
 
 if __name__ == "__main__":

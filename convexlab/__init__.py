@@ -15,7 +15,10 @@ from convexlab.models import FAMILIES, CheckpointUnavailableError, ModelFamily, 
 # -- extraction (convexlab.extract) --
 from convexlab.extract import LayerEmbeddings, extract_layers, layer_embeddings
 # -- convexity (convexlab.convexity) --
-from convexlab.convexity import ConvexityResult, best_layer, graph_convexity, layerwise_convexity, plot_convexity_graph, shortest_path_scores
+from convexlab.convexity import (
+    ConvexityResult, LayerStructure, best_layer, graph_convexity, layer_structure, layerwise_convexity,
+    plot_convexity_graph, shortest_path_scores,
+)
 # -- pruning, finetuning, timing (convexlab.prune, convexlab.finetune, convexlab.timing) --
 from convexlab.prune import count_parameters, prune
 from convexlab.finetune import FinetuneResult, finetune, finetune_for_profile, finetuned_layer_embeddings

@@ -35,6 +35,8 @@ from convexlab._knn import KnnGraph, as_float64_matrix, knn_graph
 from convexlab._paths import PairSample, sample_pairs, score_paths, shortest_path_tree
 
 __all__ = [
+    "LayerStructure",
+    "layer_structure",
     "ConvexityResult",
     "graph_convexity",
     "layerwise_convexity",
@@ -326,6 +328,42 @@ def best_layer(table: pd.DataFrame, *, column: str = "score") -> Hashable:
         raise ValueError(f"Expected a non-empty layerwise_convexity table with columns 'layer' and {column!r}; "
                          f"got columns {list(table.columns)}.")
     return table["layer"].iloc[int(np.argmax(table[column].to_numpy()))]
+
+
+@dataclass(frozen=True)
+class LayerStructure:
+    """Does a pair of convexity curves show the paper's layer structure? (speakers early, words inside)."""
+
+    n_layers: int  # transformer layers L (the curves run over hidden states 0..L)
+    speaker_peak: int  # most convex layer of the speaker curve
+    word_peak: int  # most convex layer of the word curve
+    speakers_early: bool  # speaker_peak lies in the first third of the layers (<= L / 3)
+    words_inside: bool  # 0 < word_peak < L
+    words_above_input: bool  # the word peak's score exceeds the upper bootstrap bound of layer 0's
+    holds: bool  # all three
+
+
+def layer_structure(word: pd.DataFrame, speaker: pd.DataFrame) -> LayerStructure:
+    """The paper's layer structure, tested on two ``layerwise_convexity`` tables of one model.
+
+    ``word`` and ``speaker``: tables over the same layers 0..L with ``score`` and ``ci_high``
+    (so measured with ``n_bootstrap > 0``). Speakers must peak in the first third of the layers
+    (layer <= L / 3), words strictly inside the stack, and the word peak must lie above layer 0's
+    bootstrap interval. The criteria were fixed before any pretraining recipe was tuned.
+    """
+    for name, table in (("word", word), ("speaker", speaker)):
+        if "ci_high" not in table.columns or table["ci_high"].isna().any():
+            raise ValueError(f"The {name} table needs bootstrap intervals (ci_high): measure it with n_bootstrap > 0.")
+    n_layers = int(word["layer"].max())
+    if int(speaker["layer"].max()) != n_layers or int(word["layer"].min()) != 0:
+        raise ValueError("word and speaker tables must cover the same layers 0..L.")
+    speaker_peak, word_peak = int(best_layer(speaker)), int(best_layer(word))
+    layer0 = word.loc[word["layer"] == 0].iloc[0]
+    peak_score = float(word.loc[word["layer"] == word_peak, "score"].iloc[0])
+    early = speaker_peak <= n_layers / 3
+    inside = 0 < word_peak < n_layers
+    above = peak_score > float(layer0["ci_high"])
+    return LayerStructure(n_layers, speaker_peak, word_peak, early, inside, above, early and inside and above)
 
 
 def shortest_path_scores(X, labels, pairs: Sequence[tuple[int, int]], *, n_neighbors: int = 10) -> pd.DataFrame:

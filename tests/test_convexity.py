@@ -330,3 +330,38 @@ def test_search_strategies_score_identically(duplicated):
         np.testing.assert_array_equal(hops, one_sided[1])
     expected = per_pair_scores(X, labels, list(zip(pairs.sources[:300].tolist(), pairs.targets[:300].tolist())), k=6)
     np.testing.assert_array_equal(one_sided[0][:300], expected)
+
+
+def _curve(scores, half_width=0.01):
+    import pandas as pd
+
+    scores = np.asarray(scores, dtype=float)
+    return pd.DataFrame({"layer": np.arange(len(scores)), "score": scores,
+                         "ci_low": scores - half_width, "ci_high": scores + half_width})
+
+
+def test_layer_structure_on_constructed_curves():
+    from convexlab.convexity import layer_structure
+
+    paper_like = layer_structure(_curve([0.10, 0.11, 0.13, 0.15, 0.14, 0.12, 0.11]),
+                                 _curve([0.70, 0.74, 0.72, 0.68, 0.66, 0.64, 0.62]))
+    assert paper_like.holds and (paper_like.speaker_peak, paper_like.word_peak, paper_like.n_layers) == (1, 3, 6)
+    late_speakers = layer_structure(_curve([0.10, 0.13, 0.15, 0.12, 0.11, 0.11, 0.10]),
+                                    _curve([0.60, 0.61, 0.62, 0.66, 0.64, 0.63, 0.62]))
+    assert not late_speakers.speakers_early and late_speakers.words_inside and not late_speakers.holds
+    words_at_input = layer_structure(_curve([0.16, 0.15, 0.14, 0.13, 0.12, 0.12, 0.11]), _curve([0.7] + [0.6] * 6))
+    assert not words_at_input.words_inside and not words_at_input.holds
+    words_at_top = layer_structure(_curve([0.10, 0.11, 0.12, 0.13, 0.14, 0.15, 0.16]), _curve([0.7] + [0.6] * 6))
+    assert not words_at_top.words_inside
+    # a peak inside the stack but within layer 0's bootstrap interval is not enough
+    within_noise = layer_structure(_curve([0.120, 0.125, 0.128, 0.121, 0.12, 0.12, 0.12], half_width=0.01),
+                                   _curve([0.7] + [0.6] * 6))
+    assert within_noise.words_inside and not within_noise.words_above_input and not within_noise.holds
+
+
+def test_layer_structure_needs_bootstrap_intervals():
+    from convexlab.convexity import layer_structure
+
+    word = _curve([0.1, 0.2, 0.1]).assign(ci_high=np.nan)
+    with pytest.raises(ValueError, match="n_bootstrap > 0"):
+        layer_structure(word, _curve([0.7, 0.6, 0.5]))
