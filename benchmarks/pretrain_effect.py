@@ -77,6 +77,9 @@ def main() -> None:
     parser.add_argument("--family", default="all", choices=["all", *FAMILIES])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="pretraining seeds")
     parser.add_argument("--corpus", help="analysis and pretraining corpus (default: the lite profile's)")
+    parser.add_argument("--analysis-words", type=int, help="analysis corpus: words (default: the lite profile's)")
+    parser.add_argument("--analysis-speakers", type=int, help="analysis corpus: speakers")
+    parser.add_argument("--analysis-repetitions", type=int, help="analysis corpus: repetitions of each word")
     parser.add_argument("--per-word", type=int, default=48, help="clips per word from the analysis corpus")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--no-probes", action="store_true", help="skip the linear probes (faster)")
@@ -92,7 +95,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(PretrainConfig)}
-    profile = get_profile("lite", corpus=args.corpus)
+    profile = get_profile("lite", corpus=args.corpus, n_words=args.analysis_words, n_speakers=args.analysis_speakers,
+                          n_repetitions=args.analysis_repetitions)
     if args.corpus is not None and "corpus" in overrides and overrides["corpus"] is None:
         overrides["corpus"] = args.corpus  # pretrain on the corpus that is analysed (other speakers)
     config = PretrainConfig().replace(**overrides)
