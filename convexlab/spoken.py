@@ -10,7 +10,7 @@ generate this corpus) and then passed through a speaker's vocal tract and record
   0-99 scale), speaking rate (words per minute), a vocal-tract-length warp (the waveform
   resampled, so all formants and the pitch scale by it), and a recording channel: a 6-band
   microphone colouring (+-6 dB), a small-room reverberation (an exponentially decaying noise
-  impulse response) and coloured background noise at an SNR of 8-35 dB.
+  impulse response) and white-to-pink background noise at an SNR of 8-35 dB (over the whole clip).
 * **Repetition**: rate (+-10 %), pitch (+-6), loudness and the word's onset in the one-second
   clip are jittered; silence is trimmed and the word placed at a random onset so it fits (a word
   longer than the clip is cut with a fade).
@@ -111,8 +111,8 @@ class Speaker:
     mic_gains_db: tuple[float, ...]  # microphone colouring, one gain (+-6 dB) per MIC_BANDS centre
     rt60: float  # s, 0.1-0.5: reverberation time of the small room
     reverb_db: float  # dB, 3-15: direct sound over reverberant energy (lower: more reverberant)
-    snr_db: float  # dB, 8-35: speech RMS over background-noise RMS
-    noise_slope: float  # 0-2: background noise power falls as frequency**-noise_slope (0 white, 1 pink)
+    snr_db: float  # dB, 8-35: speech RMS over background-noise RMS, both over the whole clip
+    noise_slope: float  # 0-1: background noise power falls as frequency**-noise_slope (0 white, 1 pink)
 
     @property
     def voice(self) -> str:
@@ -155,7 +155,7 @@ def draw_speakers(n_speakers: int, *, seed: int, speaker_prefix: str = "e") -> l
                 rt60=float(rng.uniform(0.1, 0.5)),
                 reverb_db=float(rng.uniform(3.0, 15.0)),
                 snr_db=float(rng.uniform(8.0, 35.0)),
-                noise_slope=float(rng.uniform(0.0, 2.0)),
+                noise_slope=float(rng.uniform(0.0, 1.0)),
             )
         )
     return speakers
@@ -212,8 +212,8 @@ def _voice_clip(raw: np.ndarray, warp: float) -> np.ndarray:
     return x / (np.sqrt((x**2).mean()) + 1e-12)
 
 
-def _place(word: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The word at a random onset in a one-second clip: (clip (16000,), speaking mask (16000,) bool)."""
+def _place(word: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The word at a random onset in a one-second clip: (16000,)."""
     room = CLIP_SAMPLES - 2 * _MARGIN
     if len(word) > room:  # cut with a fade rather than squeeze (which would change pitch and formants)
         word = word[:room].copy()
@@ -221,20 +221,16 @@ def _place(word: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.n
     onset = int(rng.integers(_MARGIN, CLIP_SAMPLES - _MARGIN - len(word) + 1))
     clip = np.zeros(CLIP_SAMPLES)
     clip[onset : onset + len(word)] = word
-    mask = np.zeros(CLIP_SAMPLES, dtype=bool)
-    mask[onset : onset + len(word)] = True
-    return clip, mask
+    return clip
 
 
 def _record(words: list[np.ndarray], speaker: Speaker, channel, rngs: list[np.random.Generator]) -> np.ndarray:
     """Place, reverberate, add noise, colour by the microphone, set loudness: float32 (len(words), 16000)."""
     impulse, mic = channel
-    placed = [_place(w, rng) for w, rng in zip(words, rngs)]
-    clips = np.stack([c for c, _ in placed])
-    masks = np.stack([m for _, m in placed])
+    clips = np.stack([_place(w, rng) for w, rng in zip(words, rngs)])
     n_fft = CLIP_SAMPLES + _IR_SAMPLES
     wet = np.fft.irfft(np.fft.rfft(clips, n_fft) * np.fft.rfft(impulse, n_fft), n_fft)[:, :CLIP_SAMPLES]
-    speech_rms = np.sqrt((wet**2 * masks).sum(1) / masks.sum(1))
+    speech_rms = np.sqrt((wet**2).mean(1))  # over the whole clip
     freqs = np.fft.rfftfreq(CLIP_SAMPLES, 1 / SAMPLE_RATE)
     tilt = np.maximum(freqs, 50.0) ** (-speaker.noise_slope / 2)
     white = np.stack([rng.standard_normal(CLIP_SAMPLES) for rng in rngs])
