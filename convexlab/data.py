@@ -430,7 +430,8 @@ def corpus_root(profile) -> Path:
         )
     if profile.corpus == "speech_commands":
         return speech_commands_root(profile.data_root, download=profile.download)
-    raise ValueError(f"Unknown corpus {profile.corpus!r} in profile {profile.name!r}; use 'synthetic', 'spoken' or 'speech_commands'")
+    raise ValueError(f"Unknown corpus {profile.corpus!r} in profile {profile.name!r}; "
+                     "use 'synthetic', 'spoken' or 'speech_commands'")
 
 
 def load_task(task: str, profile) -> AudioDataset:

@@ -3,8 +3,9 @@
 Randomly initialised miniatures have no learned hierarchy, so their convexity curves teach
 nothing. Here each family's miniature architecture is pretrained with that family's own
 objective (:mod:`convexlab.objectives`) on a *pretraining* corpus (synthetic, or spoken with
-``PretrainConfig(corpus="spoken")``): the same words as the analysis corpus, but other speakers (their ids carry ``speaker_prefix``) and other
-repetitions (another generator seed), so no analysed clip or speaker was seen in pretraining.
+``PretrainConfig(corpus="spoken")``): the same words as the analysis corpus, but other speakers
+(their ids carry ``speaker_prefix``) and other repetitions (another generator seed), so no
+analysed clip or speaker was seen in pretraining.
 
 The result is an ordinary Hugging Face model folder in the cache,
 ``cache_path("pretrained", f"{family}-{key}-seed{seed}")``, where ``key`` hashes the model
