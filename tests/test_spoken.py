@@ -177,3 +177,16 @@ def test_unknown_voice_fails_with_the_voice_named(tmp_path, monkeypatch):
     monkeypatch.setattr(spoken, "VARIANTS", ("no-such-variant",))  # espeak-ng itself would ignore it
     with pytest.raises(EspeakError, match="no voice variant 'no-such-variant'"):
         spoken.generate_corpus(tmp_path / "d", seed=0, **SMALL)
+
+
+def test_crashing_variants_are_never_drawn_and_a_crash_is_named(tmp_path, monkeypatch):
+    """libespeak-ng segfaults on some inputs with some variants: they are excluded, and a crash
+    reports the signal instead of advising a reinstall."""
+    assert not set(spoken.CRASHING_VARIANTS) & set(spoken.VARIANTS)
+    drawn = {s.variant for s in spoken.draw_speakers(400, seed=1_000_003, speaker_prefix="pretrain")}
+    assert not drawn & set(spoken.CRASHING_VARIANTS)
+    # the one known crash, spoken directly: the worker dies by a signal and the error says so
+    library, data = spoken.espeak_paths()
+    with pytest.raises(EspeakError, match=r"crashed \(signal 11\).*CRASHING_VARIANTS"):
+        with spoken._Worker(library, data, [("en-us+Demonic", [("backward", 154, 24, 84, 1768873188)])]) as worker:
+            worker.next_result()
