@@ -62,6 +62,7 @@ benchmarks: venv
 	$(PY) benchmarks/convexity.py --quick
 	$(PY) benchmarks/extract.py --quick
 	$(PY) benchmarks/prune_speed.py --quick
+	$(PY) benchmarks/spoken_corpus.py --quick
 
 clean:
 	rm -rf _build .pytest_cache

@@ -208,7 +208,7 @@ def prepare_profile(profile: str = "lite", *, parameters: dict[str, Any] | None 
     start = time.perf_counter()
     overrides = {k: v for k, v in (parameters or {}).items() if k in {f.name for f in dataclasses.fields(get_profile())}}
     prof = get_profile(profile, **overrides)
-    if prof.corpus == "synthetic" or prof.data_root or not prof.download:
+    if prof.corpus in ("synthetic", "spoken") or prof.data_root or not prof.download:
         print(f"[prepare] corpus for profile {prof.name!r} ...", flush=True)
         corpus_root(prof)
     if prof.miniature:

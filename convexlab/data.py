@@ -2,8 +2,8 @@
 
 A corpus on disk has the Speech Commands layout: ``<root>/<word>/<speaker>_nohash_<n>.wav``
 (16 kHz mono), with ``validation_list.txt`` and ``testing_list.txt`` naming the clips of the
-official validation and test splits. The synthetic corpus (:mod:`convexlab.synth`) is written
-in exactly this layout, so one loader reads both.
+official validation and test splits. The synthetic corpus (:mod:`convexlab.synth`) and the
+spoken one (:mod:`convexlab.spoken`) are written in exactly this layout, so one loader reads all three.
 """
 
 from __future__ import annotations
@@ -253,7 +253,9 @@ def _corpus_meta(root: Path) -> dict:
     if info.is_file():
         import json
 
-        return {"corpus": "synthetic", "corpus_params": json.loads(info.read_text()).get("params", {})}
+        info = json.loads(info.read_text())
+        corpus = "spoken" if info.get("generator") == "convexlab.spoken" else "synthetic"
+        return {"corpus": corpus, "corpus_params": info.get("params", {})}
     return {"corpus": "speech_commands"}
 
 
@@ -402,8 +404,21 @@ def _download_speech_commands(base: Path, folder: Path) -> None:
 
 
 def corpus_root(profile) -> Path:
-    """The corpus folder a profile uses: the synthetic corpus (generated into the cache on first
-    use) or Speech Commands (``profile.data_root``, downloaded if ``profile.download``)."""
+    """The corpus folder a profile uses: the synthetic or the spoken corpus (generated into the
+    cache on first use) or Speech Commands (``profile.data_root``, downloaded if ``profile.download``).
+
+    The spoken corpus (:mod:`convexlab.spoken`) takes the first ``profile.n_words`` of its 35
+    words, ``profile.n_speakers`` speakers and ``profile.n_repetitions`` repetitions.
+    """
+    if profile.corpus == "spoken":
+        from convexlab.spoken import spoken_corpus
+
+        if profile.data_root is not None:
+            return Path(profile.data_root).expanduser()
+        return spoken_corpus(
+            n_words=profile.n_words, n_speakers=profile.n_speakers, n_repetitions=profile.n_repetitions,
+            seed=profile.seed,
+        )
     if profile.corpus == "synthetic":
         from convexlab.synth import synthetic_corpus
 
@@ -415,7 +430,8 @@ def corpus_root(profile) -> Path:
         )
     if profile.corpus == "speech_commands":
         return speech_commands_root(profile.data_root, download=profile.download)
-    raise ValueError(f"Unknown corpus {profile.corpus!r} in profile {profile.name!r}; use 'synthetic' or 'speech_commands'")
+    raise ValueError(f"Unknown corpus {profile.corpus!r} in profile {profile.name!r}; "
+                     "use 'synthetic', 'spoken' or 'speech_commands'")
 
 
 def load_task(task: str, profile) -> AudioDataset:

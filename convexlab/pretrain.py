@@ -2,9 +2,10 @@
 
 Randomly initialised miniatures have no learned hierarchy, so their convexity curves teach
 nothing. Here each family's miniature architecture is pretrained with that family's own
-objective (:mod:`convexlab.objectives`) on a *pretraining* synthetic corpus: the same words as
-the analysis corpus, but other speakers (their ids carry ``speaker_prefix``) and other
-repetitions (another generator seed), so no analysed clip or speaker was seen in pretraining.
+objective (:mod:`convexlab.objectives`) on a *pretraining* corpus (synthetic, or spoken with
+``PretrainConfig(corpus="spoken")``): the same words as the analysis corpus, but other speakers
+(their ids carry ``speaker_prefix``) and other repetitions (another generator seed), so no
+analysed clip or speaker was seen in pretraining.
 
 The result is an ordinary Hugging Face model folder in the cache,
 ``cache_path("pretrained", f"{family}-{key}-seed{seed}")``, where ``key`` hashes the model
@@ -97,7 +98,8 @@ class PretrainConfig:
     iteration2_layer: int | None = None  # hidden_states index clustered (None: the middle layer, L // 2)
     iteration2_clusters: int = 100  # k-means clusters of those features
     # pretraining corpus: same words as the analysis corpus, disjoint speakers and repetitions
-    n_words: int = 12  # words (must match the analysis corpus: the generator draws words first)
+    corpus: str = "synthetic"  # "synthetic" (convexlab.synth) or "spoken" (convexlab.spoken, espeak-ng)
+    n_words: int = 12  # words (must match the analysis corpus; spoken: the first n_words of its 35)
     n_speakers: int = 24  # pretraining speakers
     n_repetitions: int = 4  # repetitions of each word by each speaker
     corpus_seed: int = 1_000_003  # generator seed, unlike any analysis seed
@@ -137,11 +139,15 @@ def _miniature_config(family: str) -> PretrainedConfig:
 
 
 def pretraining_waveforms(config: PretrainConfig = PretrainConfig()) -> np.ndarray:
-    """The pretraining corpus as float32 ``(N, 16000)`` clips (generated into the cache once)."""
+    """The pretraining corpus (``config.corpus``) as float32 ``(N, 16000)`` clips (generated into the cache once)."""
     from convexlab.data import word_task
+    from convexlab.spoken import spoken_corpus
     from convexlab.synth import synthetic_corpus
 
-    root = synthetic_corpus(
+    if config.corpus not in ("synthetic", "spoken"):
+        raise ValueError(f"Unknown pretraining corpus {config.corpus!r}; use 'synthetic' or 'spoken'")
+    generate = synthetic_corpus if config.corpus == "synthetic" else spoken_corpus
+    root = generate(
         n_words=config.n_words,
         n_speakers=config.n_speakers,
         n_repetitions=config.n_repetitions,
@@ -323,6 +329,15 @@ def _config_dict(model_config: PretrainedConfig) -> dict[str, Any]:
     return data
 
 
+def _key_dict(config: PretrainConfig) -> dict[str, Any]:
+    """The config as hashed into the cache key: ``corpus`` only when not the synthetic default,
+    so the keys of models pretrained before the field existed are unchanged."""
+    data = dataclasses.asdict(config)
+    if data["corpus"] == "synthetic":
+        del data["corpus"]
+    return data
+
+
 def pretrained_path(
     family: str, *, seed: int = 0, config: PretrainConfig | None = None, model_config: PretrainedConfig | None = None
 ) -> Path:
@@ -330,7 +345,7 @@ def pretrained_path(
     family = _family_name(family)
     config = config or PretrainConfig()
     model_config = model_config or _miniature_config(family)
-    key = stable_hash(family, _config_dict(model_config), dataclasses.asdict(config), OBJECTIVE_VERSION, seed)
+    key = stable_hash(family, _config_dict(model_config), _key_dict(config), OBJECTIVE_VERSION, seed)
     return cache_path("pretrained", f"{family}-{key}-seed{seed}")
 
 

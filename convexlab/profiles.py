@@ -18,14 +18,14 @@ __all__ = ["Profile", "PROFILES", "get_profile"]
 @dataclass(frozen=True)
 class Profile:
     name: str  # preset name, recorded beside every result
-    corpus: str = "synthetic"  # "synthetic" (generated on the fly) or "speech_commands"
-    data_root: str | None = None  # Speech Commands folder; None: the cache (synthetic) or download target
+    corpus: str = "synthetic"  # "synthetic" or "spoken" (both generated on the fly) or "speech_commands"
+    data_root: str | None = None  # Speech Commands folder; None: the cache (synthetic, spoken) or download target
     download: bool = False  # allow downloading Speech Commands v0.02 (checksum-verified)
     models: tuple[str, ...] = ("mini-wav2vec2", "mini-wavlm", "mini-hubert", "mini-ccc-wav2vec2")
     miniature: bool = True  # True: figures come from miniature models and are labelled as such
-    # synthetic corpus (lite only)
-    n_words: int = 12  # distinct synthetic words
-    n_speakers: int = 24  # distinct synthetic speakers
+    # generated corpus, synthetic or spoken (lite only)
+    n_words: int = 12  # distinct words (spoken: the first n_words of its 35, at most 35)
+    n_speakers: int = 24  # distinct speakers
     n_repetitions: int = 6  # repetitions of each word by each speaker
     # tasks and convexity analysis
     min_utterances: int = 50  # speaker task: keep speakers with at least this many clips
