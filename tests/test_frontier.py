@@ -284,10 +284,28 @@ def test_frontier_runs_each_depth_on_the_same_batches_and_caches_them(tiny_profi
     monkeypatch.setattr(Trainer, "train", no_training)
     again = F.pruning_frontier("mini-wav2vec2", "word", tiny_profile, **settings)
     pd.testing.assert_frame_equal(again.table, first.table)
+    # Timing fields are not part of the recipe: the same cached runs, now with inference times.
+    timed = F.pruning_frontier("mini-wav2vec2", "word", tiny_profile.replace(timing_batch_size=2, timing_repeats=2),
+                               time_inference=True, **settings)
+    assert timed.inference_timed and timed.table["inference_ms"].gt(0).all()
+    assert list(timed.table["flops_per_clip"]) == list(first.table["flops_per_clip"])
+    assert list(timed.table["accuracy"]) == list(first.table["accuracy"])
     assert list(again.runs["run_dir"]) == list(first.runs["run_dir"])
     report = F.rule_report(again, pd.DataFrame({"rule": ["keep-all", "x"], "depth": [6, 2]}))
     assert report["depth_from_oracle"].iloc[0] == 6 - again.oracle_depth
     assert math.isnan(report["accuracy"].iloc[1])  # depth 2 was not run
+
+
+def test_frontier_spread_over_seeds(tiny_profile, private_cache):
+    frontier = F.pruning_frontier("mini-wav2vec2", "word", tiny_profile, depths=(2,), seeds=(0, 1),
+                                  pretrained=False, progress=False)
+    assert frontier.seeds == (0, 1) and list(frontier.table["depth"]) == [2, 6]
+    assert frontier.table["n_seeds"].eq(2).all() and frontier.table["accuracy_std"].notna().all()
+    assert len(frontier.runs) == 4
+    digests = frontier.runs.groupby("seed")["batch_ids_digest"].first()
+    assert digests[0] != digests[1]  # each seed its own batch order, shared by all its depths
+    expected = frontier.runs.groupby("depth")["accuracy"].mean().to_numpy()
+    np.testing.assert_allclose(frontier.table["accuracy"], expected)
 
 
 def test_frontier_refuses_depths_trained_on_different_batches(tiny_profile, monkeypatch):
