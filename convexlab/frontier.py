@@ -259,7 +259,8 @@ def cka_redundancy_rule(*, threshold: float = 0.95) -> LayerRule:
 
 
 keep_all = LayerRule("keep-all", False, lambda stack, labels: stack.shape[0] - 1, "all L layers (no pruning)")
-keep_half = LayerRule("keep-half", False, lambda stack, labels: math.ceil((stack.shape[0] - 1) / 2), "ceil(L / 2) layers")
+keep_half = LayerRule("keep-half", False, lambda stack, labels: math.ceil((stack.shape[0] - 1) / 2),
+                      "ceil(L / 2) layers")
 
 RULES: tuple[LayerRule, ...] = (
     graph_convexity_rule(),
@@ -306,16 +307,15 @@ class Frontier:
         return float(self.table.loc[self.table["depth"] == self.n_layers, "accuracy"].iloc[0])
 
 
-def _finetune_depth(model_name, task, profile, *, depth: int, n_layers: int, seed: int, overrides) -> FinetuneResult:
-    # The full model runs as num_layers=None: the same cached run as the pipeline's unpruned one.
-    return finetune_for_profile(model_name, task, profile, num_layers=None if depth == n_layers else depth,
-                                **(overrides | {"seed": seed}))
+def _finetune_depth(model_name, task, profile, *, depth: int | None, seed: int, overrides) -> FinetuneResult:
+    """One run; ``depth=None`` is the full model: the same cached run as the pipeline's unpruned one."""
+    return finetune_for_profile(model_name, task, profile, num_layers=depth, **(overrides | {"seed": seed}))
 
 
-def _model_depth(model_name: str, profile) -> int:
-    from convexlab.models import load_model
-
-    return num_transformer_layers(load_model(model_name, pretrained=False, seed=profile.seed))
+def _run_row(result: FinetuneResult, *, depth: int, seed: int) -> dict:
+    return {"depth": depth, "seed": seed, "accuracy": result.accuracy, "train_seconds": result.train_seconds,
+            "n_parameters": result.n_parameters, "batch_ids_digest": result.batch_ids_digest,
+            "run_dir": str(result.run_dir)}
 
 
 def _costs_by_depth(full: FinetuneResult, depths: Sequence[int], profile, *, time_inference: bool) -> dict:
@@ -351,7 +351,8 @@ def pruning_frontier(
 ) -> Frontier:
     """Finetune ``model_name`` cut at each depth for ``task`` with ``profile``'s recipe.
 
-    ``depths``: depths to run (default 1..L; the full model, depth L, is always added).
+    ``depths``: depths to run (default 1..L; the full model, depth L, is always added: it runs first,
+    unpruned, and gives L).
     ``seeds``: finetuning seeds (default: the profile's seed); every depth runs once per seed.
     ``tolerance``: absolute accuracy tolerance of the oracle depth. ``time_inference``: also time
     a forward pass at each depth (:func:`convexlab.timing.compare_depths`, on the profile's timing
@@ -373,20 +374,21 @@ def pruning_frontier(
     seeds = tuple(int(s) for s in (seeds if seeds is not None else (profile.seed,)))
     if not seeds:
         raise ValueError("seeds must hold at least one seed.")
-    n_layers = _model_depth(model_name, profile)
-    depths = sorted({int(d) for d in (depths if depths is not None else range(1, n_layers + 1))} | {n_layers})
-    bad = [d for d in depths if not 1 <= d <= n_layers]
-    if bad:
-        raise ValueError(f"depths {bad} lie outside 1..{n_layers}, the layers {model_name} has.")
-    rows, full_run = [], None
+    asked = None if depths is None else sorted({int(d) for d in depths})
+    if asked is not None and any(d < 1 for d in asked):
+        raise ValueError(f"depths {[d for d in asked if d < 1]} lie outside 1..L: at least one layer is kept.")
+    rows, full_run, n_layers = [], None, None
     for seed in seeds:
-        for depth in depths:
-            result = _finetune_depth(model_name, task, profile, depth=depth, n_layers=n_layers, seed=seed,
-                                     overrides=overrides)
-            rows.append({"depth": depth, "seed": seed, "accuracy": result.accuracy,
-                         "train_seconds": result.train_seconds, "n_parameters": result.n_parameters,
-                         "batch_ids_digest": result.batch_ids_digest, "run_dir": str(result.run_dir)})
-            full_run = result if depth == n_layers and full_run is None else full_run
+        full = _finetune_depth(model_name, task, profile, depth=None, seed=seed, overrides=overrides)
+        if full_run is None:  # the full model's depth L is known once its run exists: no extra model load
+            full_run, n_layers = full, full.num_layers
+            bad = [d for d in asked or () if d > n_layers]
+            if bad:
+                raise ValueError(f"depths {bad} lie outside 1..{n_layers}, the layers {model_name} has.")
+            depths = sorted(set(asked if asked is not None else range(1, n_layers + 1)) | {n_layers})
+        rows += [_run_row(_finetune_depth(model_name, task, profile, depth=d, seed=seed, overrides=overrides),
+                          depth=d, seed=seed) for d in depths if d < n_layers]
+        rows.append(_run_row(full, depth=n_layers, seed=seed))
     runs = pd.DataFrame(rows)
     _check_same_batches(runs)
     table = _depth_table(runs, _costs_by_depth(full_run, depths, profile, time_inference=time_inference))

@@ -267,7 +267,7 @@ def test_frontier_runs_each_depth_on_the_same_batches_and_caches_them(tiny_profi
     monkeypatch.setattr(F, "finetune_for_profile", spy)
     settings = dict(depths=(1, 3), pretrained=False, progress=False)
     first = F.pruning_frontier("mini-wav2vec2", "word", tiny_profile, **settings)
-    assert calls == [1, 3, None]  # the full model (depth L = 6) runs unpruned
+    assert calls == [None, 1, 3]  # the full model (depth L = 6) runs first, unpruned
     assert list(first.table["depth"]) == [1, 3, 6] and first.n_layers == 6
     assert first.runs["batch_ids_digest"].nunique() == 1
     assert first.table["n_parameters"].is_monotonic_increasing
@@ -310,11 +310,12 @@ def test_frontier_spread_over_seeds(tiny_profile, private_cache):
 
 def test_frontier_refuses_depths_trained_on_different_batches(tiny_profile, monkeypatch):
     def fake(model_name, task, profile, *, num_layers=None, **overrides):
-        return SimpleNamespace(accuracy=0.5, train_seconds=1.0, n_parameters=10 * (num_layers or 6),
+        return SimpleNamespace(accuracy=0.5, train_seconds=1.0, n_parameters=10 * (num_layers or 6), num_layers=num_layers or 6,
                                batch_ids_digest=f"digest-{num_layers}", run_dir="nowhere")
 
     monkeypatch.setattr(F, "finetune_for_profile", fake)
     with pytest.raises(RuntimeError, match="different batches"):
         F.pruning_frontier("mini-wav2vec2", "word", tiny_profile, depths=(2,))
-    with pytest.raises(ValueError, match="outside"):
-        F.pruning_frontier("mini-wav2vec2", "word", tiny_profile, depths=(0,))
+    for depths in [(0,), (7,)]:
+        with pytest.raises(ValueError, match="outside"):
+            F.pruning_frontier("mini-wav2vec2", "word", tiny_profile, depths=depths)
