@@ -591,7 +591,7 @@ def plot_frontier(frontier: Any, picks: pd.DataFrame, *, ax: plt.Axes | None = N
     ax.set_xlabel("transformer layers kept")
     ax.set_ylabel(f"{frontier.task} accuracy (%)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="x-small", frameon=False, loc="lower right")
+    ax.legend(fontsize="x-small", frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the curve
     if note:
         _add_note(ax.figure, note)
     return ax
