@@ -24,10 +24,15 @@ from convexlab.prune import count_parameters, prune
 from convexlab.finetune import FinetuneResult, finetune, finetune_for_profile, finetuned_layer_embeddings
 from convexlab.timing import CostSplit, InferenceTiming, TrainingTiming, compare_inference, measure_inference, split_cost
 from convexlab.compare import PruneComparison, compare_pruned
+# -- where to cut: the pruning frontier and layer-selection rules (convexlab.frontier) --
+from convexlab.frontier import (
+    RULES, Frontier, LayerRule, euclidean_convexity, linear_cka, oracle_depth, pick_depths, pruning_frontier,
+    rule_report,
+)
 # -- pretraining of miniature models (convexlab.pretrain) --
 from convexlab.pretrain import PretrainConfig, ensure_pretrained
 # -- plots (convexlab.plots) --
-from convexlab.plots import CONCEPT_COLORS, MODEL_COLORS, miniature_label, styled_table
+from convexlab.plots import CONCEPT_COLORS, MODEL_COLORS, miniature_label, plot_frontier, styled_table
 # -- pipeline: the book's chapter glue, and the 2-D teaching toys (convexlab.pipeline, convexlab.toys) --
 from convexlab import pipeline, toys
 

@@ -41,6 +41,8 @@ __all__ = [
     "plot_before_after",
     "plot_inference_vs_depth",
     "plot_pruning_comparison",
+    "RULE_MARKERS",
+    "plot_frontier",
     "plot_spectrograms",
     "plot_projection_2d",
 ]
@@ -535,6 +537,64 @@ def plot_pruning_comparison(
     fig.tight_layout(rect=(0, 0.04, 1, 0.92))
     _add_note(fig, note)
     return fig
+
+
+# One marker per layer-selection rule of convexlab.frontier, distinct in black-and-white print.
+RULE_MARKERS: dict[str, str] = {
+    "graph-convexity": "*",
+    "euclidean-convexity": "P",
+    "linear-probe": "D",
+    "cka-redundancy": "X",
+    "keep-all": "s",
+    "keep-half": "v",
+}
+
+
+def plot_frontier(frontier: Any, picks: pd.DataFrame, *, ax: plt.Axes | None = None,
+                  note: str | None = None) -> plt.Axes:
+    """Accuracy against transformer layers kept, with each rule's pick marked.
+
+    ``frontier``: a :class:`convexlab.frontier.Frontier` (its ``table`` has depth, accuracy and
+    accuracy_std; error bars show the spread over seeds when there are several). ``picks``:
+    :func:`convexlab.frontier.pick_depths`'s table (rule, depth). The shaded band is the oracle's
+    tolerance below the full model's accuracy; the dotted line marks the oracle depth. Rules that
+    pick the same depth are stacked above the curve so that every marker stays visible.
+    """
+    _require_columns(frontier.table, ["depth", "accuracy"], "plot_frontier")
+    _require_columns(picks, ["rule", "depth"], "plot_frontier")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.6))
+    table = frontier.table.sort_values("depth")
+    style = family_style(guess_family(frontier.model_name)).kwargs()
+    accuracy = 100 * table["accuracy"].to_numpy(dtype=float)
+    spread = 100 * table["accuracy_std"].to_numpy(dtype=float) if "accuracy_std" in table else None
+    if spread is not None and np.isnan(spread).all():
+        spread = None
+    ax.errorbar(table["depth"], accuracy, yerr=spread, capsize=3, markersize=5, label=str(frontier.model_name), **style)
+    full = 100 * frontier.full_accuracy
+    ax.axhspan(full - 100 * frontier.tolerance, full, color="0.85", alpha=0.6, linewidth=0,
+               label=f"within {100 * frontier.tolerance:g} pt of the full model")
+    ax.axvline(frontier.oracle_depth, color="0.4", linestyle=":", linewidth=1, label="oracle depth")
+    by_depth = dict(zip(table["depth"].astype(int), accuracy))
+    span = max(float(np.nanmax(accuracy) - np.nanmin(accuracy)), 1.0)
+    stacked: dict[int, int] = {}
+    for pick in picks.itertuples():
+        depth = int(pick.depth)
+        if depth not in by_depth:
+            continue  # the frontier did not run that depth
+        level = stacked.get(depth, 0)
+        stacked[depth] = level + 1
+        ax.plot([depth], [by_depth[depth] + 0.06 * span * level], marker=RULE_MARKERS.get(pick.rule, "o"),
+                markersize=11, linestyle="none", markerfacecolor="white" if level else style["color"],
+                markeredgecolor="black", markeredgewidth=0.8, label=f"{pick.rule} (depth {depth})")
+    ax.set_xticks(table["depth"].astype(int).tolist())
+    ax.set_xlabel("transformer layers kept")
+    ax.set_ylabel(f"{frontier.task} accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="x-small", frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the curve
+    if note:
+        _add_note(ax.figure, note)
+    return ax
 
 
 # --------------------------------------------------------------------------- data figures
