@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--conv-dim", type=int, help="miniature override: feature-encoder channels (all 7 layers)")
     parser.add_argument("--hidden-size", type=int, help="miniature override: transformer width (intermediate 3x)")
     for field in dataclasses.fields(PretrainConfig):  # every recipe field can be overridden
-        if field.type in ("int", "float", "int | None", "str"):
+        if field.type in ("int", "float", "int | None", "str") and field.name != "corpus":  # --corpus sets both
             kind = {"int": int, "float": float, "int | None": int, "str": str}[field.type]
             parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, help="pretraining override")
     args = parser.parse_args()
@@ -97,8 +97,7 @@ def main() -> None:
     overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(PretrainConfig)}
     profile = get_profile("lite", corpus=args.corpus, n_words=args.analysis_words, n_speakers=args.analysis_speakers,
                           n_repetitions=args.analysis_repetitions)
-    if args.corpus is not None and "corpus" in overrides and overrides["corpus"] is None:
-        overrides["corpus"] = args.corpus  # pretrain on the corpus that is analysed (other speakers)
+    overrides["corpus"] = args.corpus  # pretrain on the corpus that is analysed (other speakers)
     config = PretrainConfig().replace(**overrides)
     dataset = load_task("word", profile).subsample(args.per_word, seed=0)
     print(f"analysis clips: {len(dataset)} ({len(set(dataset.words))} words, {len(set(dataset.speakers))} speakers); "
