@@ -31,18 +31,15 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from convexlab._progress import tqdm_disable
-from convexlab.cache import atomic_write, cache_path, stable_hash
+from convexlab.cache import atomic_write, cache_path, stable_hash, stage_key
 from convexlab.data import SAMPLE_RATE, AudioDataset
-from convexlab.models import feature_extractor_for, load_model, torch_dtype
+from convexlab.models import VOLATILE_CONFIG_KEYS, feature_extractor_for, load_model, torch_dtype
 
 __all__ = ["LayerEmbeddings", "pooled_hidden_states", "extract_layers", "layer_embeddings", "model_fingerprint",
            "add_extract_cli"]
 
 EXTRACT_VERSION = 1  # bump when the extraction's output changes for the same inputs (invalidates caches)
 POOLING = "mean-over-unpadded-frames"
-# config entries that say where or how a model was loaded, not what it computes
-_VOLATILE_CONFIG_KEYS = ("_name_or_path", "transformers_version", "dtype", "torch_dtype", "_commit_hash",
-                         "_attn_implementation_autoset", "output_hidden_states", "return_dict")
 
 
 @dataclass
@@ -93,7 +90,7 @@ def pooled_hidden_states(
 
 def model_fingerprint(model: PreTrainedModel) -> str:
     """A digest of what the model computes: its config (minus load-time details) and its weights."""
-    config = {k: v for k, v in model.config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
+    config = {k: v for k, v in model.config.to_dict().items() if k not in VOLATILE_CONFIG_KEYS}
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in sorted(model.state_dict().items()):
         data = tensor.detach().to("cpu").contiguous().reshape(-1)
@@ -169,7 +166,8 @@ def extract_layers(
     n_states, n_clips, width = model.config.num_hidden_layers + 1, len(dataset), model.config.hidden_size
     settings = dict(version=EXTRACT_VERSION, pooling=POOLING, dtype=str(dtype).removeprefix("torch."),
                     do_normalize=bool(preprocess.do_normalize), attention_mask=use_mask)
-    key = stable_hash("layer-embeddings", settings, model_fingerprint(model), dataset.content_hash())
+    key = stage_key("layer-embeddings", EXTRACT_VERSION, inputs={"model": model_fingerprint(model),
+                                                                 "dataset": dataset.content_hash()}, params=settings)
     meta = dict(settings, task=dataset.task, key=key, batch_size=batch_size, n_layers=n_states - 1,
                 dataset=dataset.meta)
 
