@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from convexlab._argtypes import UsageError, positive_int
 from convexlab._progress import transformers_bars
 from convexlab.cache import cache_path, load_json, profile_params, save_json, stage_key
 from convexlab.finetune import FinetuneResult, finetune_for_profile
@@ -224,8 +225,8 @@ def add_prune_compare_cli(subparsers) -> argparse.ArgumentParser:
                         help="transformer layers to keep (1..L), or 'auto' for the most convex layer of the task's concept")
     parser.add_argument("--profile", default="lite", help="profile preset: lite, paper or large (default: lite)")
     parser.add_argument("--device", default=None, help="override the profile's device (cpu, cuda)")
-    parser.add_argument("--timing-batch-size", type=int, default=None, help="clips per timed forward pass")
-    parser.add_argument("--timing-repeats", type=int, default=None, help="timed forward passes per model")
+    parser.add_argument("--timing-batch-size", type=positive_int, default=None, help="clips per timed forward pass")
+    parser.add_argument("--timing-repeats", type=positive_int, default=None, help="timed forward passes per model")
     parser.add_argument("--json", default=None, help="also write the whole comparison as JSON to this file")
     parser.set_defaults(handler=_prune_compare_command)
     return parser
@@ -234,7 +235,10 @@ def add_prune_compare_cli(subparsers) -> argparse.ArgumentParser:
 def _prune_compare_command(args: argparse.Namespace) -> int:
     from convexlab.profiles import get_profile
 
-    profile = get_profile(args.profile, device=args.device)
+    try:
+        profile = get_profile(args.profile, device=args.device)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     if args.layer == "auto":
         from convexlab.pipeline import choose_layer
 

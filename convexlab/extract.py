@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from convexlab._argtypes import UsageError, nonnegative_int, positive_int
 from convexlab._progress import tqdm_disable
 from convexlab.cache import atomic_write, cache_path, stable_hash, stage_key
 from convexlab.data import SAMPLE_RATE, AudioDataset
@@ -267,8 +268,8 @@ def add_extract_cli(subparsers: argparse._SubParsersAction) -> None:
                         help="override one profile field, e.g. --set n_speakers=8 (repeatable)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the profile's)")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--n-per-class", type=int, default=None,
+    parser.add_argument("--batch-size", type=positive_int, default=None)
+    parser.add_argument("--n-per-class", type=nonnegative_int, default=None,
                         help="clips per class (default: the profile's n_per_class; 0 for all)")
     parser.add_argument("--split", default=None, help="only this split (train, validation, test)")
     parser.add_argument("--untrained", action="store_true", help="random weights instead of the pretrained ones")
@@ -282,7 +283,7 @@ def _parse_overrides(items: list[str]) -> dict:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise SystemExit(f"--set expects FIELD=VALUE, got {item!r}")
+            raise UsageError(f"--set expects FIELD=VALUE, got {item!r}")
         try:
             overrides[name] = json.loads(value)
         except json.JSONDecodeError:
@@ -294,7 +295,10 @@ def _run_extract_cli(args: argparse.Namespace) -> int:
     from convexlab.data import load_task
     from convexlab.profiles import get_profile
 
-    profile = get_profile(args.profile, **_parse_overrides(args.set))
+    try:
+        profile = get_profile(args.profile, **_parse_overrides(args.set))
+    except (ValueError, TypeError) as err:
+        raise UsageError(str(err)) from None
     dataset = load_task(args.task, profile)
     if args.split:
         dataset = dataset.subset(args.split)
