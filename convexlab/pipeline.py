@@ -2,7 +2,9 @@
 
 Every function here takes a :class:`convexlab.Profile` and returns a tidy ``pandas.DataFrame``
 (one row per model, task, concept, stage and layer) ready for :mod:`convexlab.plots`. Results
-are stored in the convexlab cache under a key of everything that produced them, so chapter 5
+are stored in the convexlab cache under a key that chains the keys of their inputs (the clips'
+content digest, the measured weights' key: :func:`convexlab.models.model_key` or a finetuning run's
+key) with the profile fields each table reads (:data:`CONVEXITY_FIELDS`), so chapter 5
 reuses chapter 4's convexity curves, chapter 6 reuses chapter 5's finetuned models, and a chapter
 run on its own computes what is missing.
 
