@@ -28,8 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.handler(args) or 0)
+    from convexlab._argtypes import UsageError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except UsageError as err:  # a bad value found by the handler: argparse's one line and exit 2
+        parser.error(" ".join(str(err).split()))
 
 
 if __name__ == "__main__":

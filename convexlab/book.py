@@ -43,6 +43,7 @@ __all__ = [
     "ChapterRun",
     "book_root",
     "chapter_names",
+    "chapter_parameters",
     "run_chapter",
     "run_book",
     "prepare_profile",
@@ -106,6 +107,38 @@ def _chapter_source(root: Path, chapter: str) -> Path:
     return path
 
 
+def chapter_parameters(chapter: str, root: str | os.PathLike | None = None) -> list[str]:
+    """The names a chapter's ``parameters`` cell assigns, in order (what ``-p NAME VALUE`` may set)."""
+    import ast
+
+    import jupytext
+
+    source = _chapter_source(book_root(root), chapter)
+    notebook = jupytext.read(source)
+    cells = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
+    if not cells:
+        raise ValueError(f"{source} has no cell tagged 'parameters'; add one right after the title.")
+    names: list[str] = []
+    for node in ast.parse(cells[0].source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        for target in targets:
+            if isinstance(target, ast.Name) and target.id not in names:
+                names.append(target.id)
+    return names
+
+
+def _check_parameters(parameters: dict[str, Any], chapters: dict[str, list[str]]) -> None:
+    """Refuse what the runner cannot honour: ``profile`` (it is --profile) and names no chapter declares."""
+    if "profile" in parameters:
+        raise ValueError("'profile' cannot be set as a chapter parameter; use --profile NAME (profile=...) instead")
+    known = {name for names in chapters.values() for name in names}
+    unknown = sorted(set(parameters) - known)
+    if unknown:
+        listing = "; ".join(f"{chapter}: {', '.join(n for n in names if n != 'profile') or '(none)'}"
+                            for chapter, names in chapters.items())
+        raise ValueError(f"Unknown chapter parameter(s) {unknown}. The chapters' parameters are: {listing}")
+
+
 def executed_dir(profile: str, root: str | os.PathLike | None = None) -> Path:
     """Where executed notebooks of ``profile`` are written: ``_build/executed/<profile>/``."""
     return book_root(root) / "_build" / "executed" / profile
@@ -141,7 +174,8 @@ def run_chapter(
 ) -> ChapterRun:
     """Execute one chapter with papermill and write the executed notebook.
 
-    ``parameters`` override the chapter's ``parameters`` cell (``profile`` is always injected).
+    ``parameters`` override the chapter's ``parameters`` cell (``profile`` is always injected and
+    cannot be among them; a name the cell does not assign raises ``ValueError`` listing those it does).
     Raises ``papermill.PapermillExecutionError`` naming the failing cell when a cell fails; the
     partly executed notebook is still written, to the same place, for inspection.
     """
@@ -150,14 +184,13 @@ def run_chapter(
 
     root = book_root(root)
     source = _chapter_source(root, chapter)
+    _check_parameters(parameters or {}, {source.stem: chapter_parameters(chapter, root)})
     out_dir = Path(output_dir) if output_dir else executed_dir(profile, root)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{source.stem}.ipynb"
     params = {"profile": profile, **(parameters or {})}
 
     notebook = jupytext.read(source)
-    if not any("parameters" in cell.metadata.get("tags", []) for cell in notebook.cells):
-        raise ValueError(f"{source} has no cell tagged 'parameters'; add one right after the title.")
     with tempfile.TemporaryDirectory() as tmp:
         unexecuted = Path(tmp) / f"{source.stem}.ipynb"
         jupytext.write(notebook, unexecuted)
@@ -227,9 +260,16 @@ def run_book(
     root: str | os.PathLike | None = None,
     prepare: bool = True,
 ) -> list[ChapterRun]:
-    """Execute ``chapters`` (default: all of ``_toc.yml``) for ``profile``; prints each time."""
+    """Execute ``chapters`` (default: all of ``_toc.yml``) for ``profile``; prints each time.
+
+    Each chapter gets the ``parameters`` its ``parameters`` cell declares; a name that none of the
+    chapters declares (or ``profile``) raises ``ValueError`` before anything runs.
+    """
     root = book_root(root)
     names = list(chapters) if chapters else chapter_names(root)
+    parameters = dict(parameters or {})
+    declared = {name: chapter_parameters(name, root) for name in names}
+    _check_parameters(parameters, declared)
     if prepare:
         seconds = prepare_profile(profile, parameters=parameters)
         print(f"[prepare] done in {seconds:.1f} s", flush=True)
@@ -239,7 +279,8 @@ def run_book(
     runs = []
     for name in names:
         print(f"[run] {name} (profile {profile}) ...", flush=True)
-        run = run_chapter(name, profile=profile, parameters=parameters, root=root)
+        own = {key: value for key, value in parameters.items() if key in declared[name]}
+        run = run_chapter(name, profile=profile, parameters=own, root=root)
         print(f"[run] {name}: {run.seconds:.1f} s -> {run.notebook}", flush=True)
         runs.append(run)
     return runs
@@ -387,15 +428,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             if name == "run":
                 cmd.add_argument("--no-prepare", action="store_true", help="skip the shared preparation step")
     args = parser.parse_args(argv)
+    if args.command != "html":
+        try:  # refuse unknown or unsettable parameters as a usage error, before anything runs
+            parameters = _parse_parameters(args.parameter)
+            names = args.chapters or chapter_names(args.root)
+            _check_parameters(parameters, {name: chapter_parameters(name, args.root) for name in names})
+        except (ValueError, FileNotFoundError, yaml.YAMLError) as err:
+            parser.error(" ".join(str(err).split()))
     if args.command == "run":
-        run_book(
-            profile=args.profile, chapters=args.chapters, parameters=_parse_parameters(args.parameter),
-            root=args.root, prepare=not args.no_prepare,
-        )
+        run_book(profile=args.profile, chapters=args.chapters, parameters=parameters, root=args.root,
+                 prepare=not args.no_prepare)
     elif args.command == "html":
         print(build_html(args.profile, root=args.root))
     else:
-        build_book(args.profile, chapters=args.chapters, parameters=_parse_parameters(args.parameter), root=args.root)
+        build_book(args.profile, chapters=args.chapters, parameters=parameters, root=args.root)
     return 0
 
 

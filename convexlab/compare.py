@@ -5,7 +5,7 @@
 :func:`convexlab.finetune.finetune_for_profile`, so a full run finetuned earlier is reused), then
 time the inference of both finetuned classifiers on the same batch, interleaving the two models'
 repeats so that a drift of the machine's speed affects both alike. The result is cached in
-``cache_path("compare", ...)`` under a key of both runs and the timing settings.
+``cache_path("compare", ...)`` under a key of both runs' keys and the timing settings (:func:`convexlab.cache.stage_key`).
 
 Signs and units (as in the paper's poster table): accuracy change in percentage points
 (pruned − full); time, parameter and FLOP changes relative to the full model (−0.25 is 25 %
@@ -21,14 +21,18 @@ from typing import Any
 
 import pandas as pd
 
+from convexlab._argtypes import UsageError, positive_int
 from convexlab._progress import transformers_bars
-from convexlab.cache import cache_path, load_json, save_json, stable_hash
+from convexlab.cache import cache_path, load_json, profile_params, save_json, stage_key
 from convexlab.finetune import FinetuneResult, finetune_for_profile
 from convexlab.timing import InferenceTiming, compare_inference
 
 __all__ = ["PruneComparison", "compare_pruned", "add_prune_compare_cli"]
 
 COMPARE_VERSION = 1  # bump when the comparison changes meaning, so cached ones are recomputed
+# What the comparison reads of the profile besides its two runs (whose keys carry the rest): the
+# timing batch and repeats, where and in which dtype it times, and the seed of the timed batch.
+COMPARE_FIELDS = ("timing_batch_size", "timing_repeats", "device", "dtype", "seed")
 
 
 def _relative(new: float, old: float) -> float:
@@ -128,6 +132,17 @@ class PruneComparison:
         return cls(**data)
 
 
+def _compare_key(full_key: str, pruned_key: str, profile: Any, *, timing_batch_size: int | None = None,
+                 timing_repeats: int | None = None, timing_rounds: int = 2) -> str:
+    """A comparison's key: its two runs' keys plus the timing settings (:data:`COMPARE_FIELDS`, overridden)."""
+    params = profile_params(profile, COMPARE_FIELDS) | {"timing_rounds": timing_rounds}
+    if timing_batch_size:
+        params["timing_batch_size"] = timing_batch_size
+    if timing_repeats:
+        params["timing_repeats"] = timing_repeats
+    return stage_key("compare", COMPARE_VERSION, inputs={"full": full_key, "pruned": pruned_key}, params=params)
+
+
 def compare_pruned(
     model_name: str,
     task: str,
@@ -161,7 +176,8 @@ def compare_pruned(
 
     timing = {"batch_size": batch_size, "repeats": repeats, "rounds": timing_rounds, "device": profile.device,
               "dtype": profile.dtype}
-    key = stable_hash(COMPARE_VERSION, full.key, pruned.key, timing)
+    key = _compare_key(full.key, pruned.key, profile, timing_batch_size=batch_size, timing_repeats=repeats,
+                       timing_rounds=timing_rounds)
     path = cache_path("compare", f"{full.run_dir.name.rsplit('-', 1)[0]}-L{layer}-{key}.json")
     if cache and path.is_file():
         return PruneComparison.from_dict(load_json(path))
@@ -209,8 +225,8 @@ def add_prune_compare_cli(subparsers) -> argparse.ArgumentParser:
                         help="transformer layers to keep (1..L), or 'auto' for the most convex layer of the task's concept")
     parser.add_argument("--profile", default="lite", help="profile preset: lite, paper or large (default: lite)")
     parser.add_argument("--device", default=None, help="override the profile's device (cpu, cuda)")
-    parser.add_argument("--timing-batch-size", type=int, default=None, help="clips per timed forward pass")
-    parser.add_argument("--timing-repeats", type=int, default=None, help="timed forward passes per model")
+    parser.add_argument("--timing-batch-size", type=positive_int, default=None, help="clips per timed forward pass")
+    parser.add_argument("--timing-repeats", type=positive_int, default=None, help="timed forward passes per model")
     parser.add_argument("--json", default=None, help="also write the whole comparison as JSON to this file")
     parser.set_defaults(handler=_prune_compare_command)
     return parser
@@ -219,7 +235,10 @@ def add_prune_compare_cli(subparsers) -> argparse.ArgumentParser:
 def _prune_compare_command(args: argparse.Namespace) -> int:
     from convexlab.profiles import get_profile
 
-    profile = get_profile(args.profile, device=args.device)
+    try:
+        profile = get_profile(args.profile, device=args.device)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     if args.layer == "auto":
         from convexlab.pipeline import choose_layer
 

@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import soundfile as sf
 
-from convexlab.cache import cache_path, stable_hash
+from convexlab.cache import cache_path, file_digest, stable_hash
 
 SAMPLE_RATE = 16_000  # Speech Commands clips are 16 kHz mono
 CLIP_SAMPLES = 16_000  # clips are padded or cut to one second
@@ -162,19 +162,22 @@ class AudioDataset:
         return self
 
     def content_hash(self) -> str:
-        """A digest of what the clips are: task, ids, labels, splits and the audio files' sizes.
+        """A digest of what the clips are: task, ids, labels, splits and every audio file's bytes.
 
-        Independent of where the corpus lies on disk, so a moved corpus keeps its caches.
+        Independent of where the corpus lies on disk, so a moved corpus keeps its caches; a clip
+        overwritten with other samples (even of the same length) changes it. File digests are
+        memoised by path, size and mtime (:func:`convexlab.cache.file_digest`), so repeated calls
+        on an unchanged corpus cost one ``stat`` per clip.
         """
-        sizes = [_file_size(Path(self.root) / clip_id) for clip_id in self.clip_ids]
+        audio = [_clip_digest(Path(self.root) / clip_id) for clip_id in self.clip_ids]
         return stable_hash(
-            "audio-dataset-v1", self.task, self.clip_ids, self.labels, self.splits, self.speakers, self.words, sizes
+            "audio-dataset-v2", self.task, self.clip_ids, self.labels, self.splits, self.speakers, self.words, audio
         )
 
 
-def _file_size(path: Path) -> int:
+def _clip_digest(path: Path) -> str:
     try:
-        return path.stat().st_size
+        return file_digest(path)
     except FileNotFoundError:
         raise FileNotFoundError(
             f"Clip {path} listed in the dataset is missing; the corpus folder changed since the dataset was built. "

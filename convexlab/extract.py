@@ -30,19 +30,17 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from convexlab._argtypes import UsageError, nonnegative_int, positive_int
 from convexlab._progress import tqdm_disable
-from convexlab.cache import atomic_write, cache_path, stable_hash
+from convexlab.cache import atomic_write, cache_path, stable_hash, stage_key
 from convexlab.data import SAMPLE_RATE, AudioDataset
-from convexlab.models import feature_extractor_for, load_model, torch_dtype
+from convexlab.models import VOLATILE_CONFIG_KEYS, feature_extractor_for, load_model, torch_dtype
 
 __all__ = ["LayerEmbeddings", "pooled_hidden_states", "extract_layers", "layer_embeddings", "model_fingerprint",
            "add_extract_cli"]
 
 EXTRACT_VERSION = 1  # bump when the extraction's output changes for the same inputs (invalidates caches)
 POOLING = "mean-over-unpadded-frames"
-# config entries that say where or how a model was loaded, not what it computes
-_VOLATILE_CONFIG_KEYS = ("_name_or_path", "transformers_version", "dtype", "torch_dtype", "_commit_hash",
-                         "_attn_implementation_autoset", "output_hidden_states", "return_dict")
 
 
 @dataclass
@@ -93,7 +91,7 @@ def pooled_hidden_states(
 
 def model_fingerprint(model: PreTrainedModel) -> str:
     """A digest of what the model computes: its config (minus load-time details) and its weights."""
-    config = {k: v for k, v in model.config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
+    config = {k: v for k, v in model.config.to_dict().items() if k not in VOLATILE_CONFIG_KEYS}
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in sorted(model.state_dict().items()):
         data = tensor.detach().to("cpu").contiguous().reshape(-1)
@@ -169,7 +167,8 @@ def extract_layers(
     n_states, n_clips, width = model.config.num_hidden_layers + 1, len(dataset), model.config.hidden_size
     settings = dict(version=EXTRACT_VERSION, pooling=POOLING, dtype=str(dtype).removeprefix("torch."),
                     do_normalize=bool(preprocess.do_normalize), attention_mask=use_mask)
-    key = stable_hash("layer-embeddings", settings, model_fingerprint(model), dataset.content_hash())
+    key = stage_key("layer-embeddings", EXTRACT_VERSION, inputs={"model": model_fingerprint(model),
+                                                                 "dataset": dataset.content_hash()}, params=settings)
     meta = dict(settings, task=dataset.task, key=key, batch_size=batch_size, n_layers=n_states - 1,
                 dataset=dataset.meta)
 
@@ -269,8 +268,8 @@ def add_extract_cli(subparsers: argparse._SubParsersAction) -> None:
                         help="override one profile field, e.g. --set n_speakers=8 (repeatable)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the profile's)")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--n-per-class", type=int, default=None,
+    parser.add_argument("--batch-size", type=positive_int, default=None)
+    parser.add_argument("--n-per-class", type=nonnegative_int, default=None,
                         help="clips per class (default: the profile's n_per_class; 0 for all)")
     parser.add_argument("--split", default=None, help="only this split (train, validation, test)")
     parser.add_argument("--untrained", action="store_true", help="random weights instead of the pretrained ones")
@@ -284,7 +283,7 @@ def _parse_overrides(items: list[str]) -> dict:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise SystemExit(f"--set expects FIELD=VALUE, got {item!r}")
+            raise UsageError(f"--set expects FIELD=VALUE, got {item!r}")
         try:
             overrides[name] = json.loads(value)
         except json.JSONDecodeError:
@@ -296,7 +295,10 @@ def _run_extract_cli(args: argparse.Namespace) -> int:
     from convexlab.data import load_task
     from convexlab.profiles import get_profile
 
-    profile = get_profile(args.profile, **_parse_overrides(args.set))
+    try:
+        profile = get_profile(args.profile, **_parse_overrides(args.set))
+    except (ValueError, TypeError) as err:
+        raise UsageError(str(err)) from None
     dataset = load_task(args.task, profile)
     if args.split:
         dataset = dataset.subset(args.split)

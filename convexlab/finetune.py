@@ -14,8 +14,9 @@ run records the clip ids of each batch it trained on (``batch_ids.json`` in the 
 their digest in :attr:`FinetuneResult.batch_ids_digest`), so that can be checked, not assumed.
 
 Where things go: each run has a folder ``cache_path("runs", <name>-<key>)`` (or ``output_dir``)
-whose key hashes the model's identity (name, revision or weights hash), the task, the depth, the
-dataset's content hash, every hyper-parameter and the seed. It holds ``checkpoints/`` while
+whose key (:func:`convexlab.cache.stage_key`) chains the starting weights' key
+(:func:`convexlab.models.model_key`: weights and config, not the name) and the training set's
+content hash with the task, the depth, every hyper-parameter and the seed. It holds ``checkpoints/`` while
 training (an interrupted run resumes from the last epoch's checkpoint), then ``model/`` (the
 finetuned model, ``from_pretrained``-ready), ``batch_ids.json`` and, written last,
 ``result.json``. A second call with the same inputs finds ``result.json`` and returns at once.
@@ -35,7 +36,6 @@ the project's CI runs on one device.)
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import shutil
 import time
@@ -49,7 +49,8 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 from transformers.trainer_utils import get_last_checkpoint
 
 from convexlab._progress import show_bars, transformers_bars
-from convexlab.cache import atomic_dir, cache_path, load_json, save_json, stable_hash
+from convexlab.cache import atomic_dir, cache_path, load_json, profile_params, save_json, stable_hash, stage_key
+from convexlab.models import model_key
 from convexlab.prune import count_parameters, num_transformer_layers, prune
 from convexlab.timing import TrainingTimer, TrainingTiming, timing_context
 
@@ -57,6 +58,8 @@ __all__ = [
     "FinetuneResult",
     "finetune",
     "finetune_for_profile",
+    "finetune_run_key",
+    "FINETUNE_FIELDS",
     "training_dataset",
     "load_batch_ids",
     "finetuned_layer_embeddings",
@@ -194,30 +197,42 @@ def _check_task(task: str) -> str:
     return task
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
+# What a profile's finetuning run reads: profile field -> finetune() argument. (training_dataset
+# also reads max_train_per_class and seed, and the corpus fields through load_task; they reach the
+# run's key through the training set's content hash.)
+_PROFILE_ARGUMENTS = {
+    "finetune_epochs": "epochs",
+    "finetune_batch_size": "batch_size",
+    "learning_rate": "learning_rate",
+    "finetune_head_learning_rate": "head_learning_rate",
+    "finetune_spec_augment": "spec_augment",
+    "seed": "seed",
+    "device": "device",
+}
+FINETUNE_FIELDS = tuple(_PROFILE_ARGUMENTS)
 
 
-def _weights_identity(model_name: str, *, pretrained: bool, seed: int) -> dict:
-    """What determines the starting weights: a miniature's pretraining folder, a local folder's
-    weight files, or a hub id (its cached revision is assumed fixed)."""
-    from convexlab.models import MINIATURE_NAMES
+def profile_arguments(profile) -> dict[str, Any]:
+    """The :func:`finetune` arguments a profile sets (from :data:`FINETUNE_FIELDS`)."""
+    return {_PROFILE_ARGUMENTS[name]: value for name, value in profile_params(profile, FINETUNE_FIELDS).items()}
 
-    if not pretrained:
-        return {"name": model_name, "random_init_seed": seed}
-    if model_name in MINIATURE_NAMES:
-        from convexlab.pretrain import ensure_pretrained
 
-        return {"name": model_name, "pretrained": Path(ensure_pretrained(MINIATURE_NAMES[model_name], seed=seed)).name}
-    folder = Path(model_name).expanduser()
-    if folder.is_dir():
-        weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
-        return {"name": str(folder.resolve()), "weights": {w.name: _file_digest(w) for w in weights}}
-    return {"name": model_name}
+def _hyperparameters(*, epochs, batch_size, learning_rate, head_learning_rate, weight_decay, warmup_ratio, seed,
+                     mixed_precision, train_split, eval_split, pretrained, spec_augment) -> dict[str, Any]:
+    return {
+        "epochs": float(epochs), "batch_size": int(batch_size), "learning_rate": float(learning_rate),
+        "head_learning_rate": None if head_learning_rate is None else float(head_learning_rate),
+        "weight_decay": float(weight_decay), "warmup_ratio": float(warmup_ratio), "seed": int(seed),
+        "mixed_precision": mixed_precision, "train_split": train_split, "eval_split": eval_split,
+        "pretrained": bool(pretrained), "spec_augment": bool(spec_augment), "frozen_feature_encoder": True,
+    }
+
+
+def _run_key(*, model: str, dataset: str, task: str, num_layers: int | None, hyperparameters: dict,
+             device: str) -> str:
+    """A run's key: its starting weights' key and training set's digest, plus everything it was given."""
+    return stage_key("finetune", FINETUNE_VERSION, inputs={"model": model, "dataset": dataset},
+                     params={"task": task, "num_layers": num_layers, "device": str(device), **hyperparameters})
 
 
 def _run_name(model_name: str, task: str, num_layers: int | None) -> str:
@@ -351,15 +366,13 @@ def finetune(
     train_labels = np.array([label_index[label] for label in train_set.labels], dtype=np.int64)
     eval_labels = np.array([label_index[label] for label in eval_set.labels], dtype=np.int64)
 
-    hyperparameters = {
-        "epochs": float(epochs), "batch_size": int(batch_size), "learning_rate": float(learning_rate),
-        "head_learning_rate": None if head_learning_rate is None else float(head_learning_rate),
-        "weight_decay": float(weight_decay), "warmup_ratio": float(warmup_ratio), "seed": int(seed),
-        "mixed_precision": mixed_precision, "train_split": train_split, "eval_split": eval_split,
-        "pretrained": bool(pretrained), "spec_augment": bool(spec_augment), "frozen_feature_encoder": True,
-    }
-    weights = _weights_identity(str(model_name), pretrained=pretrained, seed=seed)
-    key = stable_hash(FINETUNE_VERSION, weights, task, num_layers, dataset.content_hash(), hyperparameters, str(device))
+    hyperparameters = _hyperparameters(
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, head_learning_rate=head_learning_rate,
+        weight_decay=weight_decay, warmup_ratio=warmup_ratio, seed=seed, mixed_precision=mixed_precision,
+        train_split=train_split, eval_split=eval_split, pretrained=pretrained, spec_augment=spec_augment)
+    weights = model_key(str(model_name), pretrained=pretrained, seed=seed)
+    key = _run_key(model=weights, dataset=dataset.content_hash(), task=task, num_layers=num_layers,
+                   hyperparameters=hyperparameters, device=device)
     run_dir = Path(output_dir) if output_dir is not None else cache_path("runs", f"{_run_name(model_name, task, num_layers)}-{key}")
     marker = run_dir / KEY_FILE
     stored_key = load_json(marker) if marker.is_file() else None
@@ -539,16 +552,29 @@ def finetune_for_profile(model_name: str, task: str, profile, *, num_layers: int
     from convexlab.profiles import Profile, get_profile
 
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
-    kwargs = {
-        "epochs": profile.finetune_epochs,
-        "batch_size": profile.finetune_batch_size,
-        "learning_rate": profile.learning_rate,
-        "head_learning_rate": profile.finetune_head_learning_rate,
-        "spec_augment": profile.finetune_spec_augment,
-        "seed": profile.seed,
-        "device": profile.device,
-    } | overrides
+    kwargs = profile_arguments(profile) | overrides
     return finetune(model_name, training_dataset(task, profile), num_layers=num_layers, **kwargs)
+
+
+def finetune_run_key(model_name: str, task: str, profile, *, num_layers: int | None = None,
+                     **overrides: Any) -> str:
+    """The key :func:`finetune_for_profile` would give its run (:attr:`FinetuneResult.key`), without training.
+
+    Built by the same code as the run's own key: the starting weights' key
+    (:func:`convexlab.models.model_key`), the training set's content hash, and every argument."""
+    import inspect
+
+    from convexlab.profiles import Profile, get_profile
+
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    defaults = {name: p.default for name, p in inspect.signature(finetune).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    kwargs = defaults | profile_arguments(profile) | overrides
+    hyperparameters = _hyperparameters(**{name: kwargs[name] for name in inspect.signature(_hyperparameters).parameters})
+    weights = model_key(str(model_name), pretrained=kwargs["pretrained"], seed=kwargs["seed"])
+    dataset = training_dataset(task, profile)
+    return _run_key(model=weights, dataset=dataset.content_hash(), task=_check_task(task), num_layers=num_layers,
+                    hyperparameters=hyperparameters, device=kwargs["device"])
 
 
 def finetuned_layer_embeddings(result_or_path: FinetuneResult | str | os.PathLike, dataset, *,

@@ -32,6 +32,7 @@ from transformers import (
 )
 
 from convexlab._progress import transformers_bars
+from convexlab.cache import file_digest, stable_hash, stage_key
 from convexlab.data import SAMPLE_RATE
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "miniature_config",
     "family_of",
     "load_model",
+    "model_key",
     "feature_extractor_for",
     "torch_dtype",
 ]
@@ -309,6 +311,71 @@ def load_model(
         model = _from_pretrained(name, model_class, num_layers=num_layers, task=task, num_labels=num_labels,
                                  label_names=label_names, dtype=dtype, revision=revision)
     return _finish(model, device, dtype)
+
+
+# config entries that say where or how a model was loaded, not what it computes
+VOLATILE_CONFIG_KEYS = ("_name_or_path", "transformers_version", "dtype", "torch_dtype", "_commit_hash",
+                        "_attn_implementation_autoset", "output_hidden_states", "return_dict")
+MODEL_KEY_VERSION = 1  # bump when model_key's recipe changes
+
+
+def model_key(name_or_path: str | os.PathLike, *, pretrained: bool = True, seed: int = 0,
+              revision: str | None = None) -> str:
+    """The key of the weights :func:`load_model` would give for these arguments, without building the model.
+
+    What the model computes, not what it is called: a miniature's key is its pretraining folder's
+    key (:func:`convexlab.pretrain.pretrained_path`: config, pretraining recipe, objective version
+    and seed), or its config and ``seed`` for random weights; a local folder's (or a hub id's
+    locally cached snapshot's) is the digest of its ``config.json`` (minus load-time entries) and
+    of every weight file (:func:`convexlab.cache.file_digest`, memoised by path, size and mtime).
+    A hub id with no local snapshot is keyed by its id and revision (it is downloaded on load; the
+    next key then digests the files). ``pretrained=False`` (random weights from the checkpoint's
+    config) keys on the config and ``seed``.
+    """
+    name = str(name_or_path)
+    if name in MINIATURE_NAMES:
+        family = MINIATURE_NAMES[name]
+        if pretrained:
+            from convexlab.pretrain import pretrained_path  # here, not at the top: pretrain imports this module
+
+            return stage_key("model", MODEL_KEY_VERSION, inputs={"pretrained": pretrained_path(family, seed=seed).name})
+        config = {k: v for k, v in miniature_config(family).to_dict().items() if k not in VOLATILE_CONFIG_KEYS}
+        return stage_key("model", MODEL_KEY_VERSION, params={"random_config": config, "seed": seed})
+    folder = _model_folder(name, revision)
+    if folder is None:
+        return stage_key("model", MODEL_KEY_VERSION, params={"hub_id": name, "revision": revision,
+                                                             "pretrained": pretrained, "seed": None if pretrained else seed})
+    inputs = {"config": _config_file_digest(folder / "config.json")}
+    if not pretrained:
+        return stage_key("model", MODEL_KEY_VERSION, inputs=inputs, params={"random_init_seed": seed})
+    weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("pytorch_model*.bin"))
+    if not weights:
+        raise FileNotFoundError(f"Model folder {folder} holds no weight files (*.safetensors, pytorch_model*.bin)")
+    inputs.update({f"weights/{w.name}": file_digest(w) for w in weights})
+    return stage_key("model", MODEL_KEY_VERSION, inputs=inputs)
+
+
+def _model_folder(name: str, revision: str | None) -> Path | None:
+    """A local model folder, or the locally cached snapshot of a hub id (None if there is none)."""
+    if _is_local(name):
+        folder = Path(name).expanduser()
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"Model folder {name!r} has no config.json; pass a folder written by save_pretrained")
+        return folder
+    if _looks_like_path(name):
+        raise FileNotFoundError(f"Model folder {name!r} does not exist")
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(name, revision=revision, local_files_only=True))
+    except Exception:  # not cached here (or no hub client): keyed by id and revision
+        return None
+    return folder if (folder / "config.json").is_file() else None
+
+
+def _config_file_digest(path: Path) -> str:
+    config = json.loads(path.read_text())
+    return stable_hash({k: v for k, v in config.items() if k not in VOLATILE_CONFIG_KEYS}, length=32)
 
 
 def _pretrained_miniature(family: str, *, seed: int) -> Path:

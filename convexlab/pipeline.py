@@ -2,7 +2,9 @@
 
 Every function here takes a :class:`convexlab.Profile` and returns a tidy ``pandas.DataFrame``
 (one row per model, task, concept, stage and layer) ready for :mod:`convexlab.plots`. Results
-are stored in the convexlab cache under a key of everything that produced them, so chapter 5
+are stored in the convexlab cache under a key that chains the keys of their inputs (the clips'
+content digest, the measured weights' key: :func:`convexlab.models.model_key` or a finetuning run's
+key) with the profile fields each table reads (:data:`CONVEXITY_FIELDS`), so chapter 5
 reuses chapter 4's convexity curves, chapter 6 reuses chapter 5's finetuned models, and a chapter
 run on its own computes what is missing.
 
@@ -22,12 +24,13 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from convexlab.cache import cache_path, load_json, save_json, stable_hash
+from convexlab.cache import cache_path, load_json, profile_params, save_json, stage_key
 from convexlab.profiles import Profile, get_profile
 
 __all__ = [
     "CONCEPTS",
     "STAGES",
+    "CONVEXITY_FIELDS",
     "as_profile",
     "analysis_dataset",
     "concept_labels",
@@ -136,18 +139,6 @@ def dataset_overview(profile: Profile | str) -> pd.DataFrame:
 # --------------------------------------------------------------------------- models and embeddings
 
 
-def _finetune_kwargs(profile: Profile) -> dict[str, Any]:
-    """What decides a profile's finetuning run (part of the finetuned convexity cache key)."""
-    return {
-        "epochs": profile.finetune_epochs,
-        "batch_size": profile.finetune_batch_size,
-        "learning_rate": profile.learning_rate,
-        "max_train_per_class": profile.max_train_per_class,
-        "seed": profile.seed,
-        "device": profile.device,
-    }
-
-
 def finetuned_model(model_name: str, task: str, profile: Profile | str, *, num_layers: int | None = None):
     """The run of ``model_name`` (optionally pruned to ``num_layers``) finetuned on ``task``.
 
@@ -183,12 +174,32 @@ def model_embeddings(model_name: str, dataset: Any, profile: Profile | str, *, s
 # --------------------------------------------------------------------------- convexity tables
 
 
-def _convexity_key(model_name: str, task: str, concept: str, stage: str, dataset: Any, profile: Profile) -> str:
-    finetuning = _finetune_kwargs(profile) if stage == "finetuned" else None
-    return stable_hash(
-        _CACHE_VERSION, model_name, task, concept, stage, dataset.content_hash(),
-        profile.n_neighbors, profile.max_pairs, profile.n_bootstrap, profile.seed, finetuning,
-    )
+# What a convexity table reads of the profile besides its inputs: the clips per class of the
+# analysis set, the graph and bootstrap settings, the seed, and the dtype the embeddings are
+# extracted in. (device and batch_size only say where and in what chunks the same numbers are
+# computed, and the extraction's own key leaves them out too.)
+CONVEXITY_FIELDS = ("n_per_class", "n_neighbors", "max_pairs", "n_bootstrap", "seed", "dtype")
+
+
+def _convexity_key(*, model: str, dataset: str, task: str, concept: str, stage: str, profile: Profile) -> str:
+    """A table's key: the key of the weights measured (a model's, or a finetuning run's), the digest
+    of the clips measured, and the table's own parameters (:data:`CONVEXITY_FIELDS`)."""
+    from convexlab.extract import EXTRACT_VERSION
+
+    return stage_key("convexity-table", _CACHE_VERSION, inputs={"model": model, "dataset": dataset},
+                     params={"task": task, "concept": concept, "stage": stage, "extract_version": EXTRACT_VERSION,
+                             **profile_params(profile, CONVEXITY_FIELDS)})
+
+
+def _weights_key(model_name: str, task: str, stage: str, profile: Profile) -> str:
+    """The key of the weights a table measures: the model's own, or its finetuning run's for ``task``."""
+    if stage == "finetuned":
+        from convexlab.finetune import finetune_run_key
+
+        return finetune_run_key(model_name, task, profile)
+    from convexlab.models import model_key
+
+    return model_key(model_name, seed=profile.seed)
 
 
 def convexity_by_layer(
@@ -216,7 +227,9 @@ def convexity_by_layer(
     _check_concept(task)
     _check_stage(stage)
     dataset = analysis_dataset(concept, profile)
-    path = cache_path("pipeline", "convexity", _convexity_key(model_name, task, concept, stage, dataset, profile) + ".json")
+    key = _convexity_key(model=_weights_key(model_name, task, stage, profile), dataset=dataset.content_hash(),
+                         task=task, concept=concept, stage=stage, profile=profile)
+    path = cache_path("pipeline", "convexity", key + ".json")
     if path.is_file():
         return pd.DataFrame(load_json(path))[_CONVEXITY_COLUMNS]
 

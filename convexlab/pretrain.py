@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PretrainedConfig
 
+from convexlab._argtypes import positive_int
 from convexlab._progress import tqdm_disable
 from convexlab.cache import atomic_dir, cache_path, load_json, save_json, stable_hash
 from convexlab.objectives import (
@@ -410,9 +411,9 @@ def add_pretrain_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register ``python -m convexlab pretrain [--family all] [--steps N] [--seed S] [--threads T]``."""
     parser = subparsers.add_parser("pretrain", help="pretrain the miniature models (cached; reused when present)")
     parser.add_argument("--family", default="all", choices=["all", *FAMILY_OBJECTIVES], help="family to pretrain")
-    parser.add_argument("--steps", type=int, default=None, help=f"optimizer steps (default {PretrainConfig.steps})")
+    parser.add_argument("--steps", type=positive_int, default=None, help=f"optimizer steps (default {PretrainConfig.steps})")
     parser.add_argument("--seed", type=int, default=0, help="initialisation, masking and shuffling seed")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.set_defaults(handler=run_pretrain_cli)
 
 

@@ -7,7 +7,7 @@ import textwrap
 import nbformat
 import pytest
 
-from convexlab.book import _parse_parameters, book_root, chapter_names, run_chapter, stage_book
+from convexlab.book import _parse_parameters, book_root, chapter_names, chapter_parameters, run_book, run_chapter, stage_book
 
 HEADER = textwrap.dedent(
     """\
@@ -111,3 +111,64 @@ def test_cli_parameters_are_yaml():
     assert _parse_parameters([("models", "[mini-hubert, mini-wavlm]"), ("seed", "3"), ("device", "cpu")]) == {
         "models": ["mini-hubert", "mini-wavlm"], "seed": 3, "device": "cpu",
     }
+
+
+def test_chapter_parameters_are_read_from_the_parameters_cell(tmp_path):
+    _write_book(tmp_path, {"first": PARAMETRISED})
+    assert chapter_parameters("first", tmp_path) == ["profile", "n"]
+
+
+def test_unknown_parameter_is_refused_with_the_chapters_parameters(tmp_path):
+    _write_book(tmp_path, {"first": PARAMETRISED})
+    with pytest.raises(ValueError, match=r"\['m'\].*first: n"):
+        run_chapter("first", parameters={"m": 5}, root=tmp_path)
+    assert not (tmp_path / "_build").exists()  # refused before anything ran
+
+
+def test_profile_cannot_be_a_parameter(tmp_path):
+    _write_book(tmp_path, {"first": PARAMETRISED})
+    with pytest.raises(ValueError, match="--profile"):
+        run_chapter("first", parameters={"profile": "paper"}, root=tmp_path)
+
+
+def test_run_book_gives_each_chapter_the_parameters_it_declares(tmp_path):
+    other = PARAMETRISED.replace("n = 2", "k = 1").replace("print(profile, n * 21)", "print(profile, k)")
+    _write_book(tmp_path, {"first": PARAMETRISED, "second": other})
+    runs = run_book(profile="lite", parameters={"n": 3, "k": 4}, root=tmp_path, prepare=False)
+    assert [run.parameters for run in runs] == [{"profile": "lite", "n": 3}, {"profile": "lite", "k": 4}]
+    with pytest.raises(ValueError, match="first: n; second: k"):
+        run_book(profile="lite", parameters={"j": 1}, root=tmp_path, prepare=False)
+
+
+@pytest.mark.parametrize("pair, expected", [(["nope", "1"], "Unknown chapter parameter"),
+                                            (["profile", "paper"], "--profile")])
+def test_cli_refuses_bad_parameters_with_one_line_and_exit_2(tmp_path, capsys, pair, expected):
+    from convexlab.book import main
+
+    _write_book(tmp_path, {"first": PARAMETRISED})
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--root", str(tmp_path), "--no-prepare", "-p", *pair])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 2 and err.strip().splitlines()[-1].startswith("python -m convexlab.book: error:")
+
+
+def test_chapters_assert_nothing_a_loaded_machine_can_break():
+    """Timings move with the machine's load (nbval once failed on "one layer must run faster than all
+    layers" under `make test`): chapters may print them, in cells whose output nbval ignores, but
+    assert only on what is counted (FLOPs, parameters), never on a measured time."""
+    import re
+
+    import jupytext
+
+    root = book_root()
+    timing = re.compile(r"time_ms|time_change|seconds|time_low|time_high|_time\b")
+    for name in chapter_names(root):
+        for cell in jupytext.read(root / "book" / f"{name}.md").cells:
+            if cell.cell_type != "code":
+                continue
+            for line in cell.source.splitlines():
+                assert not (line.lstrip().startswith("assert") and timing.search(line)), f"{name}: {line}"
+            if re.search(r"time_ms|time_change", cell.source) and "print(" in cell.source:
+                assert "nbval-ignore-output" in cell.metadata.get("tags", []), f"{name}: timing output compared by nbval"

@@ -143,6 +143,23 @@ def test_content_hash_follows_content_not_location(corpus, tmp_path):
     assert word_task(moved).content_hash() != dataset.content_hash()
 
 
+def test_content_hash_sees_the_samples_not_only_the_sizes(corpus, tmp_path):
+    """Regression: the hash was of file sizes, and every one-second 16-bit clip has the same size,
+    so a clip overwritten with other samples of the same length kept the old hash (stale caches)."""
+    import soundfile as sf
+
+    copy = shutil.copytree(corpus, tmp_path / "copy")
+    dataset = word_task(copy)
+    before = dataset.content_hash()
+    assert dataset.content_hash() == before  # memoised, and stable
+    clip = copy / dataset.clip_ids[0]
+    size = clip.stat().st_size
+    audio, _ = sf.read(clip, dtype="float32")
+    write_wav(clip, 0.5 * audio[::-1])  # same length, same size, other samples
+    assert clip.stat().st_size == size
+    assert word_task(copy).content_hash() != before
+
+
 def test_fields_must_agree_in_length(corpus):
     dataset = word_task(corpus)
     with pytest.raises(ValueError, match="same|entries"):

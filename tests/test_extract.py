@@ -228,3 +228,21 @@ def test_layer_embeddings_and_cli(tmp_path, monkeypatch, capsys):
     result = layer_embeddings("mini-wavlm", dataset, profile=profile, pretrained=False, progress=False)
     assert result.embeddings.shape == (7, 36, 64) and result.model_id == "mini-wavlm"
     assert result.meta["task"] == "speaker" and result.meta["profile"] == "lite"
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+    (["--batch-size", "x"], "--batch-size: invalid int value: 'x'"),
+    (["--n-per-class", "-1"], "--n-per-class: must be at least 0, got -1"),
+    (["--set", "sead=1"], "Unknown profile field(s) ['sead']"),
+    (["--set", "seed"], "--set expects FIELD=VALUE"),
+    (["--profile", "huge"], "Unknown profile 'huge'"),
+])
+def test_cli_bad_values_are_one_line_and_exit_2(argv, expected, capsys):
+    """A bad value is argparse's usage error: one message line, exit status 2, no traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["extract", "--model", "mini-hubert", *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("python -m convexlab") and "error:" in err[-1] and expected in err[-1]
+    assert not any("Traceback" in line for line in err)

@@ -18,6 +18,7 @@ from convexlab.finetune import (
     FinetuneResult,
     finetune,
     finetune_for_profile,
+    finetune_run_key,
     finetuned_layer_embeddings,
     load_batch_ids,
     training_dataset,
@@ -134,6 +135,10 @@ def test_profile_sets_data_and_hyperparameters(corpus):
     assert set(train.class_counts().values()) == {5}
     assert dataset.subset("test") == training_dataset("speaker", profile.replace(max_train_per_class=None)).subset("test")
     result = finetune_for_profile("mini-hubert", "speaker", profile, pretrained=False, progress=False)
+    # the key a convexity table chains is this run's own key, computed without training
+    assert result.key == finetune_run_key("mini-hubert", "speaker", profile, pretrained=False)
+    assert result.key != finetune_run_key("mini-hubert", "speaker", profile.replace(finetune_head_learning_rate=5e-3),
+                                          pretrained=False)
     assert result.n_train == 20
     assert result.hyperparameters["batch_size"] == 4
     assert result.hyperparameters["learning_rate"] == 2e-3 and result.hyperparameters["seed"] == 3

@@ -196,3 +196,34 @@ def test_inference_by_depth_times_every_depth_and_splits_the_cost(tiny_profile, 
     assert np.isfinite(row[["fixed_ms", "ms_per_layer", "fixed_time_share", "layer_gflop_per_s"]].astype(float)).all()
     with pytest.raises(ValueError, match="outside 0..6"):
         pipeline.inference_by_depth(random_model_dir, tiny_profile, depths=[7])
+
+
+def test_overwritten_weights_and_another_dtype_get_their_own_table(tiny_profile, random_model_dir):
+    """Regression: the table was keyed by the model's name without its weights or the dtype, so a
+    checkpoint overwritten in place, or a bfloat16 profile, got the old float32 table back."""
+    from convexlab.models import load_model
+
+    tables = Path(convexlab.cache_root()) / "pipeline" / "convexity"
+    before = pipeline.convexity_by_layer(random_model_dir, "word", tiny_profile)
+    load_model("mini-hubert", pretrained=False, seed=1).save_pretrained(random_model_dir)  # other weights, same folder
+    after = pipeline.convexity_by_layer(random_model_dir, "word", tiny_profile)
+    assert len(list(tables.glob("*.json"))) == 2
+    assert not np.allclose(before["score"], after["score"])
+    pipeline.convexity_by_layer(random_model_dir, "word", tiny_profile.replace(dtype="bfloat16"))
+    assert len(list(tables.glob("*.json"))) == 3
+
+
+def test_finetuned_table_follows_every_finetuning_field(tiny_profile, random_model_dir):
+    """Regression: finetune_head_learning_rate and finetune_spec_augment were left out of the finetuned
+    table's key: a new finetuning run was made, but the old run's table was returned."""
+    profile = tiny_profile.replace(finetune_epochs=1.0, max_train_per_class=4)
+    root = Path(convexlab.cache_root())
+    pipeline.convexity_by_layer(random_model_dir, "word", profile, stage="finetuned")
+    for change in ({"finetune_head_learning_rate": 5e-3}, {"finetune_spec_augment": True}):
+        pipeline.convexity_by_layer(random_model_dir, "word", profile.replace(**change), stage="finetuned")
+    assert len(list((root / "runs").iterdir())) == 3
+    assert len(list((root / "pipeline" / "convexity").glob("*.json"))) == 3
+    run = pipeline.finetuned_model(random_model_dir, "word", profile)
+    from convexlab.finetune import finetune_run_key
+
+    assert run.key == finetune_run_key(random_model_dir, "word", profile)  # the table's key names this very run

@@ -64,3 +64,63 @@ def test_atomic_dir_replaces_only_on_success(tmp_path):
 def test_cache_root_follows_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("CONVEXLAB_CACHE", str(tmp_path / "c"))
     assert cache_root() == tmp_path / "c" and (tmp_path / "c").is_dir()
+
+
+def test_atomic_results_are_readable_like_their_folder(tmp_path):
+    """mkstemp/mkdtemp make private files; what atomic_write/atomic_dir leave follows the umask."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        save_json(tmp_path / "table.json", {"x": 1})
+        with atomic_write(tmp_path / "blob.bin") as handle:
+            handle.write(b"data")
+        with atomic_dir(tmp_path / "model") as folder:
+            save_json(folder / "config.json", {"a": 1})
+    finally:
+        os.umask(old)
+    for path, expected in [(tmp_path / "table.json", 0o644), (tmp_path / "blob.bin", 0o644),
+                           (tmp_path / "model", 0o755), (tmp_path / "model" / "config.json", 0o644)]:
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path
+
+
+def test_stage_key_sees_every_input_and_param_and_nothing_else():
+    from convexlab.cache import stage_key
+
+    base = stage_key("s", 1, inputs={"model": "m1", "dataset": "d1"}, params={"a": 1, "b": None})
+    assert base == stage_key("s", 1, inputs={"dataset": "d1", "model": "m1"}, params={"b": None, "a": 1})
+    changed = [stage_key("t", 1, inputs={"model": "m1", "dataset": "d1"}, params={"a": 1, "b": None}),
+               stage_key("s", 2, inputs={"model": "m1", "dataset": "d1"}, params={"a": 1, "b": None}),
+               stage_key("s", 1, inputs={"model": "m2", "dataset": "d1"}, params={"a": 1, "b": None}),
+               stage_key("s", 1, inputs={"model": "m1", "dataset": "d1"}, params={"a": 2, "b": None}),
+               stage_key("s", 1, inputs={"model": "m1", "dataset": "d1"}, params={"a": 1, "b": 0.5})]
+    assert len({base, *changed}) == 6
+
+
+def test_profile_params_takes_the_declared_fields():
+    from convexlab.cache import profile_params
+
+    lite = get_profile("lite")
+    assert profile_params(lite, ("seed", "dtype")) == {"seed": 0, "dtype": "float32"}
+    with pytest.raises(ValueError, match="sead"):
+        profile_params(lite, ("sead",))
+
+
+def test_file_digest_sees_content_and_is_memoised(tmp_path, monkeypatch):
+    import os
+
+    from convexlab import cache
+
+    path = tmp_path / "clip.wav"
+    path.write_bytes(b"a" * 1000)
+    first = cache.file_digest(path)
+    reads = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda *a, **k: reads.append(a[0]) or real_open(*a, **k))
+    assert cache.file_digest(path) == first and reads == []  # memoised: no second read
+    monkeypatch.undo()
+    stat = path.stat()
+    path.write_bytes(b"b" * 1000)  # same size ...
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # ... a later mtime
+    assert cache.file_digest(path) != first
