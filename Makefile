@@ -49,11 +49,11 @@ html: venv
 
 ## make test: unit tests, chapter execution + HTML build + browser check, then nbval on every chapter
 test: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "" $(PYTEST_ARGS)
 	$(PY) -m pytest -p no:cacheprovider --nbval book $(PYTEST_ARGS)
 
 unit: venv
-	$(PY) -m pytest -m "not book and not browser and not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 nbval: venv
 	$(PY) -m pytest -p no:cacheprovider --nbval book $(PYTEST_ARGS)

@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,7 +38,7 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
-from convexlab.cache import cache_path, save_json
+from convexlab.cache import cache_path, save_json, stable_hash
 
 __all__ = [
     "ChapterRun",
@@ -157,6 +158,18 @@ KERNEL_ENV = {
 }
 
 
+def rerun_dir(profile: str, parameters: dict[str, Any], root: str | os.PathLike | None = None) -> Path:
+    """Where a re-run with ``parameters`` goes: ``_build/reruns/<profile>/<name>-<hash>/``.
+
+    Never the book's own folder (:func:`executed_dir`), so the next ``make html`` publishes only
+    the profile's own runs. The name spells the parameters (``models=mini-hubert``) for a reader;
+    the hash keeps two runs with different values apart however the name is shortened.
+    """
+    spelled = "_".join(f"{key}={value}" for key, value in sorted(parameters.items()))
+    readable = re.sub(r"[^A-Za-z0-9=.,+-]+", "-", spelled).strip("-")[:80] or "defaults"
+    return book_root(root) / "_build" / "reruns" / profile / f"{readable}-{stable_hash(parameters, length=8)}"
+
+
 def _kernel_env() -> dict[str, str]:
     """``os.environ`` with :data:`KERNEL_ENV` filled in where the caller has not set a value."""
     return {**KERNEL_ENV, **os.environ}
@@ -259,28 +272,34 @@ def run_book(
     parameters: dict[str, Any] | None = None,
     root: str | os.PathLike | None = None,
     prepare: bool = True,
+    output_dir: str | os.PathLike | None = None,
 ) -> list[ChapterRun]:
     """Execute ``chapters`` (default: all of ``_toc.yml``) for ``profile``; prints each time.
 
     Each chapter gets the ``parameters`` its ``parameters`` cell declares; a name that none of the
-    chapters declares (or ``profile``) raises ``ValueError`` before anything runs.
+    chapters declares (or ``profile``) raises ``ValueError`` before anything runs. Runs without
+    parameters go to the book's folder (:func:`executed_dir`); runs with parameters to
+    ``output_dir`` or, by default, their own :func:`rerun_dir`.
     """
     root = book_root(root)
     names = list(chapters) if chapters else chapter_names(root)
     parameters = dict(parameters or {})
     declared = {name: chapter_parameters(name, root) for name in names}
     _check_parameters(parameters, declared)
+    if output_dir is not None:
+        out_dir = Path(output_dir)
+    else:
+        out_dir = rerun_dir(profile, parameters, root) if parameters else executed_dir(profile, root)
     if prepare:
         seconds = prepare_profile(profile, parameters=parameters)
         print(f"[prepare] done in {seconds:.1f} s", flush=True)
-        out_dir = executed_dir(profile, root)
         out_dir.mkdir(parents=True, exist_ok=True)
         _record_timing(out_dir, ChapterRun("_prepare", profile, out_dir, seconds, {}))
     runs = []
     for name in names:
         print(f"[run] {name} (profile {profile}) ...", flush=True)
         own = {key: value for key, value in parameters.items() if key in declared[name]}
-        run = run_chapter(name, profile=profile, parameters=own, root=root)
+        run = run_chapter(name, profile=profile, parameters=own, root=root, output_dir=out_dir)
         print(f"[run] {name}: {run.seconds:.1f} s -> {run.notebook}", flush=True)
         runs.append(run)
     return runs
@@ -394,7 +413,15 @@ def build_book(
     parameters: dict[str, Any] | None = None,
     root: str | os.PathLike | None = None,
 ) -> Path:
-    """Execute every chapter for ``profile`` and build the HTML book (what ``make book`` does)."""
+    """Execute every chapter for ``profile`` and build the HTML book (what ``make book`` does).
+
+    The book is the profile's own runs: ``parameters`` (which would make it another book) are
+    refused; re-run chapters with parameters through :func:`run_book` instead.
+    """
+    if parameters:
+        raise ValueError(f"A book is built from the profile's own runs, not with parameters {sorted(parameters)}; "
+                         "re-run chapters with them by `python -m convexlab.book run -p NAME VALUE` "
+                         "(written to _build/reruns/), or pick another profile.")
     start = time.perf_counter()
     run_book(profile=profile, chapters=chapters, parameters=parameters, root=root)
     executed_seconds = time.perf_counter() - start
@@ -427,17 +454,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             if name == "run":
                 cmd.add_argument("--no-prepare", action="store_true", help="skip the shared preparation step")
+                cmd.add_argument("--output", default=None,
+                                 help="folder for the executed notebooks (default: the book's folder, or with -p "
+                                      "a folder of its own under _build/reruns/<profile>/)")
     args = parser.parse_args(argv)
     if args.command != "html":
         try:  # refuse unknown or unsettable parameters as a usage error, before anything runs
             parameters = _parse_parameters(args.parameter)
             names = args.chapters or chapter_names(args.root)
             _check_parameters(parameters, {name: chapter_parameters(name, args.root) for name in names})
+            if args.command == "build" and parameters:
+                raise ValueError("`build` makes the profile's own book and takes no -p; re-run chapters with "
+                                 "parameters by `run -p NAME VALUE` (written to _build/reruns/)")
         except (ValueError, FileNotFoundError, yaml.YAMLError) as err:
             parser.error(" ".join(str(err).split()))
     if args.command == "run":
-        run_book(profile=args.profile, chapters=args.chapters, parameters=parameters, root=args.root,
-                 prepare=not args.no_prepare)
+        runs = run_book(profile=args.profile, chapters=args.chapters, parameters=parameters, root=args.root,
+                        prepare=not args.no_prepare, output_dir=args.output)
+        if parameters and runs:
+            print(f"[run] re-run with parameters written to {runs[0].notebook.parent} (the book's folder is untouched)")
     elif args.command == "html":
         print(build_html(args.profile, root=args.root))
     else:

@@ -36,6 +36,7 @@ def _run_prune_speed(*extra: str) -> str:
     return result.stdout
 
 
+@pytest.mark.slow  # a 95M-parameter base architecture: not the fast tier
 def test_prune_speed_runs_on_a_base_architecture():
     out = _run_prune_speed()
     assert "glibc malloc keeping freed memory" in out.splitlines()[0]  # the script restarted itself

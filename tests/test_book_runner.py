@@ -172,3 +172,31 @@ def test_chapters_assert_nothing_a_loaded_machine_can_break():
                 assert not (line.lstrip().startswith("assert") and timing.search(line)), f"{name}: {line}"
             if re.search(r"time_ms|time_change", cell.source) and "print(" in cell.source:
                 assert "nbval-ignore-output" in cell.metadata.get("tags", []), f"{name}: timing output compared by nbval"
+
+
+def test_reruns_with_parameters_never_overwrite_the_book(tmp_path):
+    """The README's `run --chapter layers -p models [...]` must not replace the book's own notebook."""
+    from convexlab.book import executed_dir, rerun_dir
+
+    _write_book(tmp_path, {"first": PARAMETRISED})
+    (own,) = run_book(profile="lite", root=tmp_path, prepare=False)
+    assert own.notebook == executed_dir("lite", tmp_path) / "first.ipynb"
+    before = own.notebook.read_bytes()
+    (rerun,) = run_book(profile="lite", parameters={"n": 5}, root=tmp_path, prepare=False)
+    assert rerun.notebook.parent == rerun_dir("lite", {"n": 5}, tmp_path) != own.notebook.parent
+    assert rerun.notebook.parent.name.startswith("n=5-") and own.notebook.read_bytes() == before
+    assert "105" in rerun.notebook.read_text() and rerun_dir("lite", {"n": 6}, tmp_path) != rerun.notebook.parent
+    (explicit,) = run_book(profile="lite", parameters={"n": 1}, root=tmp_path, prepare=False,
+                           output_dir=tmp_path / "mine")
+    assert explicit.notebook == tmp_path / "mine" / "first.ipynb"
+
+
+def test_build_with_parameters_is_refused(tmp_path, capsys):
+    from convexlab.book import build_book, main
+
+    _write_book(tmp_path, {"first": PARAMETRISED})
+    with pytest.raises(ValueError, match="profile's own runs"):
+        build_book("lite", parameters={"n": 3}, root=tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["build", "--root", str(tmp_path), "-p", "n", "3"])
+    assert exit_info.value.code == 2 and "takes no -p" in capsys.readouterr().err
