@@ -51,6 +51,11 @@ __all__ = [
     "convexity_change",
     "paper_best_layers",
     "pruning_vs_paper",
+    "CutStudy",
+    "cut_rules",
+    "cut_picks",
+    "cut_study",
+    "cut_rule_summary",
 ]
 
 CONCEPTS = ("word", "speaker")  # the two concepts of the paper; each is also a task
@@ -477,3 +482,144 @@ def pruning_vs_paper(results: pd.DataFrame, profile: Profile | str) -> pd.DataFr
     ours = results.groupby("task", sort=False)[metrics].mean().reset_index()
     ours.insert(0, "source", f"this book, {profile.name} profile (mean of {results['model'].nunique()} models)")
     return pd.concat([ours, paper_table()[["source", "task", *metrics]]], ignore_index=True)
+
+
+# --------------------------------------------------------------------------- where to cut?
+
+_CUT_COLUMNS = ["model", "family", "task", "rule", "uses_labels", "depth", "n_layers", "oracle_depth",
+                "depth_from_oracle", "accuracy", "accuracy_std", "full_accuracy", "gap_to_full", "gap_to_frontier",
+                "within_tolerance", "train_seconds", "train_time_saved", "n_parameters", "flops_per_clip",
+                "flops_saved"]
+
+
+@dataclasses.dataclass
+class CutStudy:
+    """What :func:`cut_study` measured: the rules' picks on every model/task frontier."""
+
+    table: pd.DataFrame  # one row per model, task and rule: see cut_study
+    frontiers: dict  # (model, task) -> convexlab.frontier.Frontier, for plots.plot_frontier
+    picks: dict  # (model, task) -> pick_depths table (rule, depth, uses_labels, description)
+    tolerance: float  # the oracle's accuracy tolerance (absolute)
+
+    def frontier_table(self) -> pd.DataFrame:
+        """Every frontier's per-depth table in one: model, family, task, n_layers, depth, accuracy,
+        accuracy_std, train_seconds, n_parameters, flops_per_clip, oracle (True at the oracle depth)."""
+        tables = [frontier.table.assign(model=model, family=_family(model), task=task, n_layers=frontier.n_layers,
+                                        oracle=frontier.table["depth"] == frontier.oracle_depth)
+                  for (model, task), frontier in self.frontiers.items()]
+        columns = ["model", "family", "task", "n_layers", "depth", "accuracy", "accuracy_std", "train_seconds",
+                   "n_parameters", "flops_per_clip", "oracle"]
+        return pd.concat(tables, ignore_index=True)[columns]
+
+
+def cut_rules(profile: Profile | str):
+    """The layer-selection rules of :data:`convexlab.frontier.RULES`, with the graph-convexity rule
+    measured exactly as :func:`choose_layer` measures it (the profile's k, pairs budget and seed),
+    so that its pick is the pruning chapter's layer."""
+    from convexlab import frontier as F
+
+    profile = as_profile(profile)
+    graph = F.graph_convexity_rule(n_neighbors=profile.n_neighbors, max_pairs=profile.max_pairs, seed=profile.seed)
+    return tuple(graph if rule.name == graph.name else rule for rule in F.RULES)
+
+
+def _picks_key(model_name: str, task: str, dataset: Any, profile: Profile, rules) -> str:
+    return stable_hash(_CACHE_VERSION, "cut-picks", model_name, task, dataset.content_hash(), profile.n_neighbors,
+                       profile.max_pairs, profile.seed, [(rule.name, rule.description) for rule in rules])
+
+
+def cut_picks(model_name: str, task: str, profile: Profile | str) -> pd.DataFrame:
+    """The depth each of :func:`cut_rules` picks from the *pretrained* ``model_name``'s embeddings of
+    the task's analysis clips (:func:`analysis_dataset`), labelled by the task's concept.
+
+    Columns: rule, depth (1..L), uses_labels, description. Cached, keyed by the model, the task,
+    the clips' content and the rules' settings.
+    """
+    from convexlab.frontier import pick_depths
+
+    profile = as_profile(profile)
+    dataset = analysis_dataset(_check_concept(task), profile)
+    rules = cut_rules(profile)
+    path = cache_path("pipeline", "cut-picks", _picks_key(model_name, task, dataset, profile, rules) + ".json")
+    if path.is_file():
+        return pd.DataFrame(load_json(path))
+    embeddings = model_embeddings(model_name, dataset, profile)
+    picks = pick_depths(embeddings.embeddings, concept_labels(dataset, task), rules=rules)
+    save_json(path, picks.to_dict(orient="records"))
+    return picks
+
+
+def cut_study(
+    profile: Profile | str,
+    *,
+    models: Sequence[str] | None = None,
+    tasks: Sequence[str] = CONCEPTS,
+    seeds: Sequence[int] | None = None,
+    tolerance: float = 0.01,
+) -> CutStudy:
+    """Where to cut? Each rule's pick against the pruning frontier, for every model and task.
+
+    For each of ``models`` (default: the profile's) and ``tasks``: the rules' picks from the
+    pretrained model (:func:`cut_picks`), the frontier (:func:`convexlab.frontier.pruning_frontier`:
+    the model cut at every depth 1..L, finetuned with the profile's recipe, once per seed in
+    ``seeds``, default the profile's seed) and :func:`convexlab.frontier.rule_report`.
+
+    Caching: the picks are cached by :func:`cut_picks`; the frontier is not cached as a table but
+    every finetuning run in it is, per model, task, depth and seed (:mod:`convexlab.finetune`),
+    so a second call trains nothing (it only recounts each depth's FLOPs). The full model's run
+    and the run at the most convex layer are the pruning chapter's own.
+
+    ``CutStudy.table``: one row per model, task and rule: model, family, task, rule, uses_labels,
+    depth (kept layers), n_layers, oracle_depth (smallest depth within ``tolerance`` of the full
+    model's accuracy), depth_from_oracle (> 0: more layers than needed), accuracy, accuracy_std,
+    full_accuracy, gap_to_full (full minus pick, absolute), gap_to_frontier (best accuracy at any
+    depth <= the pick, minus the pick's), within_tolerance (gap_to_full <= tolerance),
+    train_seconds, train_time_saved (1 − training time / the full model's), n_parameters,
+    flops_per_clip, flops_saved (1 − FLOPs / the full model's).
+    """
+    from convexlab.frontier import pruning_frontier, rule_report
+
+    profile = as_profile(profile)
+    models = list(models) if models is not None else list(profile.models)
+    rows, frontiers, all_picks = [], {}, {}
+    for model in models:
+        for task in tasks:
+            picks = cut_picks(model, _check_concept(task), profile)
+            frontier = pruning_frontier(model, task, profile, seeds=seeds, tolerance=tolerance)
+            report = rule_report(frontier, picks)
+            full = frontier.table.set_index("depth").loc[frontier.n_layers]
+            report = report.assign(
+                model=model, family=_family(model), task=task, n_layers=frontier.n_layers,
+                uses_labels=report["rule"].map(dict(zip(picks["rule"], picks["uses_labels"]))),
+                full_accuracy=frontier.full_accuracy,
+                within_tolerance=report["gap_to_full"] <= tolerance + 1e-12,
+                train_time_saved=1 - report["train_seconds"] / float(full["train_seconds"]),
+            )
+            rows.append(report[_CUT_COLUMNS])
+            frontiers[(model, task)] = frontier
+            all_picks[(model, task)] = picks
+    table = pd.concat(rows, ignore_index=True)
+    table["depth"] = table["depth"].astype(int)
+    return CutStudy(table=table, frontiers=frontiers, picks=all_picks, tolerance=float(tolerance))
+
+
+def cut_rule_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """How good a guide each rule is, over the model/task pairs of a :func:`cut_study` table.
+
+    One row per rule (in the table's order): pairs, within_tolerance (how many picks lie within
+    the tolerance of the full model), at_oracle (picks at exactly the oracle depth),
+    mean_abs_depth_from_oracle, mean_depth_from_oracle, mean_gap_to_full, worst_gap_to_full,
+    mean_flops_saved.
+    """
+    grouped = table.groupby("rule", sort=False)
+    summary = pd.DataFrame({
+        "pairs": grouped.size(),
+        "within_tolerance": grouped["within_tolerance"].sum().astype(int),
+        "at_oracle": grouped["depth_from_oracle"].apply(lambda d: int((d == 0).sum())),
+        "mean_abs_depth_from_oracle": grouped["depth_from_oracle"].apply(lambda d: float(d.abs().mean())),
+        "mean_depth_from_oracle": grouped["depth_from_oracle"].mean(),
+        "mean_gap_to_full": grouped["gap_to_full"].mean(),
+        "worst_gap_to_full": grouped["gap_to_full"].max(),
+        "mean_flops_saved": grouped["flops_saved"].mean(),
+    })
+    return summary.reset_index()

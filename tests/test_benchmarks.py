@@ -73,3 +73,44 @@ def test_prune_speed_restarts_only_when_needed(prune_speed, monkeypatch):
         monkeypatch.setenv(name, value)
     prune_speed.restart_with_retaining_malloc(["--quick"])  # already set: no second restart
     assert len(calls) == 1 and "keeping freed memory" in prune_speed.malloc_mode()
+
+
+def test_where_to_cut_prints_the_frontier_and_each_rule_against_the_oracle(monkeypatch, capsys):
+    """The script's tables from a constructed frontier (no finetuning): cut_study's assembly included."""
+    import math
+
+    import numpy as np
+    import pandas as pd
+
+    from convexlab import frontier as F
+    from convexlab import pipeline
+
+    def fake_frontier(model, task, profile, *, seeds=None, tolerance=0.01):
+        depths = np.arange(1, 7)
+        table = pd.DataFrame({"depth": depths, "accuracy": [0.5, 0.8, 0.895, 0.9, 0.9, 0.9], "accuracy_std": math.nan,
+                              "n_seeds": 1, "train_seconds": 10.0 * depths, "n_parameters": 1000 * depths,
+                              "flops_per_clip": 1e9 * (1 + depths), "inference_ms": math.nan})
+        return F.Frontier(model_name=model, task=task, profile_name="lite", n_layers=6, seeds=(0,),
+                          tolerance=tolerance, table=table, runs=pd.DataFrame({"depth": depths}),
+                          oracle_depth=F.oracle_depth(table, tolerance=tolerance), inference_timed=False)
+
+    def fake_picks(model, task, profile):
+        return pd.DataFrame({"rule": [r.name for r in F.RULES], "depth": [3, 4, 2, 1, 6, 3],
+                             "uses_labels": [r.uses_labels for r in F.RULES], "description": ""})
+
+    monkeypatch.setattr(F, "pruning_frontier", fake_frontier)
+    monkeypatch.setattr(pipeline, "cut_picks", fake_picks)
+    _load("where_to_cut").main(["--models", "mini-hubert", "--tasks", "word", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert "Miniature-model results (lite profile), not the paper's." in out
+    assert "=== the frontier" in out and "=== each rule against the oracle" in out and "=== per rule" in out
+    names = {r.name for r in F.RULES}
+    rule_part = out.split("=== each rule")[1].split("=== per rule")[0]
+    rows = {line.split()[2]: line.split() for line in rule_part.splitlines() if line.startswith("mini-hubert word ")}
+    assert set(rows) == names
+    frontier_part = out.split("=== the frontier")[1].split("=== each rule")[0]
+    assert sum(line.startswith("mini-hubert word ") for line in frontier_part.splitlines()) == 6
+    oracle_rows = [line.split() for line in frontier_part.splitlines() if "*" in line.split()]
+    assert len(oracle_rows) == 1 and oracle_rows[0][3] == "3"  # depth 3: within a point of 90 %
+    assert rows["graph-convexity"][3:7] == ["3", "6", "3", "0"]  # depth, n_layers, oracle, from oracle
+    assert rows["cka-redundancy"][6] == "-2" and rows["keep-all"][6] == "3"

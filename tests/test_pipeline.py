@@ -227,3 +227,46 @@ def test_finetuned_table_follows_every_finetuning_field(tiny_profile, random_mod
     from convexlab.finetune import finetune_run_key
 
     assert run.key == finetune_run_key(random_model_dir, "word", profile)  # the table's key names this very run
+
+
+def test_cut_study_measures_every_rule_on_the_frontier_and_reuses_the_cached_runs(tiny_profile, random_model_dir,
+                                                                                   monkeypatch):
+    from convexlab import frontier as F
+
+    profile = tiny_profile.replace(finetune_epochs=1.0, finetune_batch_size=4, max_train_per_class=4)
+    study = pipeline.cut_study(profile, models=[random_model_dir], tasks=["word"])
+    table = study.table
+    rules = [rule.name for rule in F.RULES]
+    assert list(table["rule"]) == rules and (table["model"] == random_model_dir).all()
+    assert (table["task"] == "word").all() and (table["n_layers"] == 6).all()
+    assert table["depth"].between(1, 6).all()
+    frontier = study.frontiers[(random_model_dir, "word")]
+    assert list(frontier.table["depth"]) == [1, 2, 3, 4, 5, 6]
+    by_rule = table.set_index("rule")
+    assert by_rule.loc["keep-all", "depth"] == 6 and by_rule.loc["keep-half", "depth"] == 3
+    assert by_rule.loc["keep-all", "gap_to_full"] == 0 and by_rule.loc["keep-all", "flops_saved"] == 0
+    assert by_rule.loc["keep-all", "train_time_saved"] == pytest.approx(0)
+    # The paper's rule picks the pruning chapter's layer.
+    assert by_rule.loc["graph-convexity", "depth"] == pipeline.choose_layer(random_model_dir, "word", profile)
+    assert (table["oracle_depth"] == frontier.oracle_depth).all()
+    assert (table["depth_from_oracle"] == table["depth"] - frontier.oracle_depth).all()
+    accuracy = frontier.table.set_index("depth")["accuracy"]
+    np.testing.assert_allclose(table["accuracy"], accuracy.loc[table["depth"]].to_numpy())
+    np.testing.assert_allclose(table["gap_to_full"], accuracy.loc[6] - table["accuracy"])
+    assert (table["within_tolerance"] == (table["gap_to_full"] <= 0.01 + 1e-12)).all()
+    assert (table["gap_to_frontier"] >= 0).all()
+    assert (table["flops_saved"] >= 0).all() and (table.sort_values("depth")["flops_saved"].diff().dropna() <= 0).all()
+    frontiers = study.frontier_table()
+    assert len(frontiers) == 6 and frontiers["oracle"].sum() == 1
+
+    summary = pipeline.cut_rule_summary(table).set_index("rule")
+    assert list(summary.index) == rules and (summary["pairs"] == 1).all()
+    assert summary.loc["keep-all", "within_tolerance"] == 1
+
+    # Second call: the picks come from the pipeline cache and no depth is finetuned again.
+    from transformers import Trainer
+
+    monkeypatch.setattr(Trainer, "train", lambda *a, **k: pytest.fail("a cached depth was finetuned again"))
+    monkeypatch.setattr(pipeline, "model_embeddings", lambda *a, **k: pytest.fail("the picks were not cached"))
+    again = pipeline.cut_study(profile, models=[random_model_dir], tasks=["word"])
+    pd.testing.assert_frame_equal(again.table, table)
