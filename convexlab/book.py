@@ -15,6 +15,7 @@ right after its title. For a named profile this module
 The same runner is a CLI::
 
     python -m convexlab.book run   --profile lite [--chapter layers ...] [-p models '["mini-hubert"]']
+    python -m convexlab.book run   --profile paper -p overrides '{n_per_class: 20}' --output-dir DIR
     python -m convexlab.book html  --profile lite
     python -m convexlab.book build --profile lite     # run + html
 """
@@ -239,7 +240,10 @@ def prepare_profile(profile: str = "lite", *, parameters: dict[str, Any] | None 
     from convexlab.profiles import get_profile
 
     start = time.perf_counter()
-    overrides = {k: v for k, v in (parameters or {}).items() if k in {f.name for f in dataclasses.fields(get_profile())}}
+    parameters = dict(parameters or {})
+    fields = {f.name for f in dataclasses.fields(get_profile())}
+    overrides = {k: v for k, v in parameters.items() if k in fields}
+    overrides.update(parameters.get("overrides") or {})  # the chapters' `overrides` parameter: more profile fields
     prof = get_profile(profile, **overrides)
     if prof.corpus in ("synthetic", "spoken") or prof.data_root or not prof.download:
         print(f"[prepare] corpus for profile {prof.name!r} ...", flush=True)
@@ -259,11 +263,13 @@ def run_book(
     parameters: dict[str, Any] | None = None,
     root: str | os.PathLike | None = None,
     prepare: bool = True,
+    output_dir: str | os.PathLike | None = None,
 ) -> list[ChapterRun]:
     """Execute ``chapters`` (default: all of ``_toc.yml``) for ``profile``; prints each time.
 
     Each chapter gets the ``parameters`` its ``parameters`` cell declares; a name that none of the
     chapters declares (or ``profile``) raises ``ValueError`` before anything runs.
+    ``output_dir``: where the executed notebooks go (default ``_build/executed/<profile>/``).
     """
     root = book_root(root)
     names = list(chapters) if chapters else chapter_names(root)
@@ -273,14 +279,14 @@ def run_book(
     if prepare:
         seconds = prepare_profile(profile, parameters=parameters)
         print(f"[prepare] done in {seconds:.1f} s", flush=True)
-        out_dir = executed_dir(profile, root)
+        out_dir = Path(output_dir) if output_dir else executed_dir(profile, root)
         out_dir.mkdir(parents=True, exist_ok=True)
         _record_timing(out_dir, ChapterRun("_prepare", profile, out_dir, seconds, {}))
     runs = []
     for name in names:
         print(f"[run] {name} (profile {profile}) ...", flush=True)
         own = {key: value for key, value in parameters.items() if key in declared[name]}
-        run = run_chapter(name, profile=profile, parameters=own, root=root)
+        run = run_chapter(name, profile=profile, parameters=own, root=root, output_dir=output_dir)
         print(f"[run] {name}: {run.seconds:.1f} s -> {run.notebook}", flush=True)
         runs.append(run)
     return runs
@@ -427,6 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             if name == "run":
                 cmd.add_argument("--no-prepare", action="store_true", help="skip the shared preparation step")
+                cmd.add_argument("--output-dir", default=None,
+                                 help="folder for the executed notebooks (default: _build/executed/PROFILE)")
     args = parser.parse_args(argv)
     if args.command != "html":
         try:  # refuse unknown or unsettable parameters as a usage error, before anything runs
@@ -437,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(" ".join(str(err).split()))
     if args.command == "run":
         run_book(profile=args.profile, chapters=args.chapters, parameters=parameters, root=args.root,
-                 prepare=not args.no_prepare)
+                 prepare=not args.no_prepare, output_dir=args.output_dir)
     elif args.command == "html":
         print(build_html(args.profile, root=args.root))
     else:

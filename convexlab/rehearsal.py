@@ -48,6 +48,9 @@ __all__ = [
     "build_speech_commands",
     "build_fixture",
     "rehearsal_root",
+    "rehearsal_env",
+    "rehearsal_parameters",
+    "run_rehearsal",
 ]
 
 FIXTURE_VERSION = 1  # bump when what the fixture holds changes
@@ -99,7 +102,6 @@ REHEARSAL_OVERRIDES: dict = {
     "max_train_per_class": 4,
     "timing_batch_size": 4,
     "timing_repeats": 2,
-    "device": "cpu",
 }
 
 
@@ -308,16 +310,71 @@ def build_fixture(folder: str | os.PathLike | None = None, *, width: str = "smal
     return {"hf_home": hf_home, "data_root": corpus}
 
 
+# what the rehearsal's chapter kernels run with: the fixture's HF cache, no network, no GPU
+def rehearsal_env(hf_home: str | os.PathLike) -> dict[str, str]:
+    return {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def rehearsal_parameters(data_root: str | os.PathLike, **overrides) -> dict:
+    """The chapter parameters of a rehearsal: the paper profile on the CPU (``device``) with
+    :data:`REHEARSAL_OVERRIDES` and the fixture's corpus as ``data_root`` (no other field changed)."""
+    return {"device": "cpu", "overrides": {**REHEARSAL_OVERRIDES, "data_root": str(data_root), **overrides}}
+
+
+def run_rehearsal(*, chapters: Sequence[str] | None = None, folder: str | os.PathLike | None = None,
+                  output_dir: str | os.PathLike | None = None, width: str = "small", **overrides) -> dict:
+    """Execute ``chapters`` (default: all) with ``--profile paper`` against the fixture.
+
+    Notebooks go to ``output_dir`` (default ``_build/executed/paper-rehearsal/``, never the
+    folder of a real paper run); returns (and writes there as ``rehearsal.json``) the wall time.
+    """
+    import time
+
+    from convexlab.book import book_root, run_book
+
+    start = time.perf_counter()
+    paths = build_fixture(folder, width=width)
+    fixture_seconds = time.perf_counter() - start
+    out = Path(output_dir) if output_dir else book_root() / "_build" / "executed" / "paper-rehearsal"
+    saved = dict(os.environ)
+    os.environ.update(rehearsal_env(paths["hf_home"]))
+    try:
+        runs = run_book(profile="paper", chapters=chapters, parameters=rehearsal_parameters(paths["data_root"], **overrides),
+                        output_dir=out)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    summary = {"profile": "paper", "width": width, "fixture_seconds": round(fixture_seconds, 1),
+               "wall_seconds": round(time.perf_counter() - start, 1),
+               "chapters": {run.chapter: round(run.seconds, 1) for run in runs},
+               "overrides": rehearsal_parameters(paths["data_root"], **overrides)["overrides"],
+               "hf_home": str(paths["hf_home"]), "output_dir": str(out)}
+    save_json(out / "rehearsal.json", summary)
+    print(f"[rehearse] {len(runs)} chapter(s) with --profile paper in {summary['wall_seconds']:.0f} s "
+          f"(fixture {fixture_seconds:.0f} s) -> {out}", flush=True)
+    return summary
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m convexlab.rehearsal", description=build_fixture.__doc__)
-    parser.add_argument("--folder", default=None, help="where to write it (default: <cache>/rehearsal/v1)")
-    parser.add_argument("--width", default="small", choices=("small", "base"))
+    parser = argparse.ArgumentParser(prog="python -m convexlab.rehearsal",
+                                     description="Rehearse the paper profile offline against a generated fixture.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("fixture", "run"):
+        cmd = sub.add_parser(name, help="write the fixture" if name == "fixture" else "write it and run the chapters")
+        cmd.add_argument("--folder", default=None, help="fixture folder (default: <cache>/rehearsal/v1)")
+        cmd.add_argument("--width", default="small", choices=("small", "base"))
+        if name == "run":
+            cmd.add_argument("--chapter", action="append", dest="chapters", help="chapter (repeatable); default: all")
+            cmd.add_argument("--output-dir", default=None, help="default: _build/executed/paper-rehearsal")
     args = parser.parse_args(argv)
-    paths = build_fixture(args.folder, width=args.width)
-    print(f"HF_HOME={paths['hf_home']}")
-    print(f"DATA_ROOT={paths['data_root']}")
+    if args.command == "fixture":
+        paths = build_fixture(args.folder, width=args.width)
+        print(f"HF_HOME={paths['hf_home']}")
+        print(f"DATA_ROOT={paths['data_root']}")
+    else:
+        run_rehearsal(chapters=args.chapters, folder=args.folder, output_dir=args.output_dir, width=args.width)
     return 0
 
 
