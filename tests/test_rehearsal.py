@@ -175,3 +175,101 @@ def test_rehearsal_runs_the_paper_profile_offline(tmp_path, monkeypatch):
     for hub_id in PAPER_IDS:
         assert hub_id in text
     assert summary["chapters"]["layers"] > 0
+
+
+# ----------------------------------------------------------------------------- make paper
+
+
+def _paper_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("paper_run", ROOT / "scripts" / "paper_run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _no_network(url):
+    raise AssertionError(f"the test must not contact {url}")
+
+
+def test_paper_run_stops_first_on_a_missing_gpu(capsys):
+    paper = _paper_script()
+    import time
+
+    start = time.perf_counter()
+    rc = paper.main(["--check-only"], cuda_available=lambda: False, reachable=_no_network)
+    assert rc == 2 and time.perf_counter() - start < 10
+    err = capsys.readouterr().err
+    assert "needs a CUDA GPU" in err and "torch.cuda.is_available() is False" in err and "make rehearse" in err
+
+
+def test_paper_run_names_the_unreachable_hub_and_corpus(capsys):
+    paper = _paper_script()
+    rc = paper.main(["--check-only"], cuda_available=lambda: True, reachable=lambda url: "no route to host",
+                    cached_model=lambda hub_id: hub_id != "microsoft/wavlm-base", corpus_present=lambda p: False)
+    err = capsys.readouterr().err
+    assert rc == 2 and "Hugging Face Hub is unreachable" in err and "microsoft/wavlm-base" in err
+    assert "speech_commands_v0.02.tar.gz is unreachable" in err
+
+
+def test_paper_run_preflight_passes_with_gpu_network_and_space(capsys):
+    paper = _paper_script()
+    rc = paper.main(["--check-only"], cuda_available=lambda: True, reachable=lambda url: None,
+                    cached_model=lambda hub_id: False, corpus_present=lambda p: False, free_bytes=lambda p: 10**12)
+    assert rc == 0 and "preflight passed" in capsys.readouterr().out
+
+
+def test_make_paper_script_on_this_machine_names_the_missing_gpu():
+    """The real script, in a fresh interpreter, with no GPU visible: it stops in seconds (before
+    any network check: the GPU comes first)."""
+    import time
+
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "paper_run.py")], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "needs a CUDA GPU" in result.stderr and time.perf_counter() - start < 60
+
+
+# ----------------------------------------------------------------------------- the true base size
+
+
+@pytest.mark.slow
+def test_one_base_size_model_through_extraction_convexity_pruning_finetuning(tmp_path):
+    """facebook/wav2vec2-base at its real size (random weights, from the fixture's HF cache,
+    offline): layer extraction, graph convexity, the pruned model, one finetuning step."""
+    hf = rehearsal.build_hf_cache(tmp_path / "hf", width="base", models=["facebook/wav2vec2-base"])
+    corpus = rehearsal.build_speech_commands(tmp_path / "sc", n_heavy=4, n_light=6, heavy_clips=50)
+    script = """
+import json, time, torch
+torch.set_num_threads(1)
+from convexlab import get_profile, pipeline
+from convexlab.finetune import finetune_for_profile, training_dataset
+from convexlab.models import load_model
+P = get_profile("paper", device="cpu", data_root=%r, n_per_class=3, n_bootstrap=2, batch_size=8,
+                finetune_batch_size=4, max_train_per_class=1, models=["facebook/wav2vec2-base"])
+t, start = {}, time.perf_counter()
+table = pipeline.convexity_by_layer("facebook/wav2vec2-base", "speaker", P)  # extraction + convexity
+t["extract_and_convexity"] = time.perf_counter() - start
+layer = pipeline.choose_layer("facebook/wav2vec2-base", "speaker", P)
+pruned = load_model("facebook/wav2vec2-base", num_layers=layer)
+n_train = sum(1 for s in training_dataset("speaker", P).splits if s == "train")
+P1 = P.replace(finetune_epochs=P.finetune_batch_size / n_train)  # one optimiser step
+start = time.perf_counter()
+run = finetune_for_profile("facebook/wav2vec2-base", "speaker", P1, num_layers=layer)
+t["finetune"] = time.perf_counter() - start
+print("RESULT" + json.dumps({"layers": sorted(table["layer"].tolist()), "width": pruned.config.hidden_size,
+      "layer": layer, "pruned_layers": pruned.config.num_hidden_layers, "run_layers": run.num_layers,
+      "batches": run.n_batches, "params": run.n_parameters, "seconds": t}))
+""" % (str(corpus),)
+    env = {**os.environ, "HF_HOME": str(hf), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
+           "CONVEXLAB_CACHE": str(tmp_path / "cache"), "TQDM_DISABLE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=3600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = json.loads(result.stdout.split("RESULT", 1)[1])
+    print(out)
+    assert out["layers"] == list(range(13)) and out["width"] == 768
+    assert 1 <= out["layer"] <= 12 and out["pruned_layers"] == out["layer"] == out["run_layers"]
+    assert out["batches"] == 1
