@@ -241,14 +241,14 @@ def test_one_base_size_model_through_extraction_convexity_pruning_finetuning(tmp
     """facebook/wav2vec2-base at its real size (random weights, from the fixture's HF cache,
     offline): layer extraction, graph convexity, the pruned model, one finetuning step."""
     hf = rehearsal.build_hf_cache(tmp_path / "hf", width="base", models=["facebook/wav2vec2-base"])
-    corpus = rehearsal.build_speech_commands(tmp_path / "sc", n_heavy=4, n_light=6, heavy_clips=50)
+    corpus = rehearsal.build_speech_commands(tmp_path / "sc", n_heavy=6, n_light=6, heavy_clips=50)
     script = """
 import json, time, torch
 torch.set_num_threads(1)
 from convexlab import get_profile, pipeline
 from convexlab.finetune import finetune_for_profile, training_dataset
 from convexlab.models import load_model
-P = get_profile("paper", device="cpu", data_root=%r, n_per_class=3, n_bootstrap=2, batch_size=8,
+P = get_profile("paper", device="cpu", data_root=%r, n_per_class=6, n_neighbors=5, n_bootstrap=2, batch_size=8,
                 finetune_batch_size=4, max_train_per_class=1, models=["facebook/wav2vec2-base"])
 t, start = {}, time.perf_counter()
 table = pipeline.convexity_by_layer("facebook/wav2vec2-base", "speaker", P)  # extraction + convexity
