@@ -14,7 +14,7 @@ UV      := .tools/uv-$(UV_VERSION)/bin/uv
 PROFILE ?= lite
 PYTEST_ARGS ?=
 
-.PHONY: book test venv lock chapters html unit nbval browser benchmarks clean distclean
+.PHONY: book test venv lock chapters html unit nbval browser benchmarks rehearse paper clean distclean
 
 venv: $(STAMP)
 
@@ -63,6 +63,19 @@ benchmarks: venv
 	$(PY) benchmarks/extract.py --quick
 	$(PY) benchmarks/prune_speed.py --quick
 	$(PY) benchmarks/spoken_corpus.py --quick
+
+## make rehearse: every chapter with --profile paper against a generated stand-in for the warm caches
+## (the four hub ids in their real formats, random weights; Speech Commands v0.02's layout), offline, on the
+## CPU, with only profile fields shrunk; notebooks in _build/executed/paper-rehearsal
+rehearse: venv
+	@start=$$(date +%s); \
+	HF_HUB_OFFLINE=1 $(PY) -m convexlab.rehearsal run && \
+	echo "make rehearse: $$(( $$(date +%s) - start )) s"
+
+## make paper: on a machine with a GPU and network: preflight, downloads, the paper profile's book,
+## the GPU benchmarks and _build/paper/figures.json (stops in seconds without a GPU or network)
+paper: venv
+	$(PY) scripts/paper_run.py
 
 clean:
 	rm -rf _build .pytest_cache

@@ -142,6 +142,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     parser.add_argument("--skip-base", action="store_true", help="skip the base architectures")
     parser.add_argument("--skip-lite", action="store_true", help="skip the lite corpus timing")
+    parser.add_argument("--json", default=None, help="also write the base architectures' figures to this JSON file")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -158,13 +159,23 @@ def main(argv=None) -> None:
         print(f"FLOP-bound baseline: {size}x{size} matmul at {peak / 1e12:.3f} TFLOP/s (same process, same dtype)\n")
         print(f"{'architecture':<14}{'params':>9}{'layers':>7}{'GFLOP/clip':>12}{'clips/s':>10}"
               f"{'TFLOP/s':>9}{'of bound':>10}   batch times (s)")
+        rows = []
         for family in BASE_ARCHITECTURES:
             r = benchmark_architecture(family, device=device, dtype=dtype, batch_size=args.batch_size,
                                        batches=args.batches)
+            rows.append(r)
             print(f"{r['family']:<14}{r['params_m']:>8.1f}M{r['layers']:>7}{r['gflop_per_clip']:>12.2f}"
                   f"{r['clips_per_s']:>10.1f}{r['achieved_tflops']:>9.3f}{r['achieved_tflops'] * 1e12 / peak:>10.1%}"
                   f"   {', '.join(f'{t:.2f}' for t in r['seconds'])}")
         print(f"(ccc-wav2vec2 = the wav2vec2 network; {FAMILIES['ccc-wav2vec2'].base_id} costs the same)")
+        if args.json:
+            import json
+
+            with open(args.json, "w") as handle:
+                json.dump({"settings": {"device": where, "dtype": str(dtype).removeprefix("torch."),
+                                        "batch_size": args.batch_size, "batches": args.batches,
+                                        "torch": torch.__version__, "matmul_tflops": peak / 1e12},
+                           "rows": rows}, handle, indent=2, default=str)
 
     if not args.skip_lite:
         benchmark_lite(device=device, dtype=dtype, batch_size=16,

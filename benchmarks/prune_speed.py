@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip-seconds", type=float, default=1.0)
     parser.add_argument("--system-malloc", action="store_true",
                         help="keep the C library's default allocator settings (see the module docstring)")
+    parser.add_argument("--json", default=None, help="also write the table (and the settings) to this JSON file")
     args = parser.parse_args(argv)
     dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     batch_size = args.batch_size or (8 if args.quick else 32)
@@ -136,6 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     pruned = result[result["layers"] < 12]
     worst = (pruned["time/flop"] - 1).abs().max()
     print(f"largest |time ratio / FLOP ratio - 1| over pruned models: {worst:.1%} (target on GPU: <= 10%)")
+    if args.json:
+        import json
+
+        settings = {"device": args.device, "dtype": dtype, "batch_size": batch_size, "repeats": repeats,
+                    "rounds": rounds, "clip_seconds": args.clip_seconds, "torch": torch.__version__,
+                    "device_name": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"}
+        with open(args.json, "w") as handle:
+            json.dump({"settings": settings, "rows": json.loads(result.to_json(orient="records"))}, handle, indent=2)
     return 0
 
 

@@ -15,6 +15,7 @@ right after its title. For a named profile this module
 The same runner is a CLI::
 
     python -m convexlab.book run   --profile lite [--chapter layers ...] [-p models '["mini-hubert"]']
+    python -m convexlab.book run   --profile paper -p overrides '{n_per_class: 20}' --output-dir DIR
     python -m convexlab.book html  --profile lite
     python -m convexlab.book build --profile lite     # run + html
 """
@@ -252,7 +253,10 @@ def prepare_profile(profile: str = "lite", *, parameters: dict[str, Any] | None 
     from convexlab.profiles import get_profile
 
     start = time.perf_counter()
-    overrides = {k: v for k, v in (parameters or {}).items() if k in {f.name for f in dataclasses.fields(get_profile())}}
+    parameters = dict(parameters or {})
+    fields = {f.name for f in dataclasses.fields(get_profile())}
+    overrides = {k: v for k, v in parameters.items() if k in fields}
+    overrides.update(parameters.get("overrides") or {})  # the chapters' `overrides` parameter: more profile fields
     prof = get_profile(profile, **overrides)
     if prof.corpus in ("synthetic", "spoken") or prof.data_root or not prof.download:
         print(f"[prepare] corpus for profile {prof.name!r} ...", flush=True)
@@ -454,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             if name == "run":
                 cmd.add_argument("--no-prepare", action="store_true", help="skip the shared preparation step")
-                cmd.add_argument("--output", default=None,
+                cmd.add_argument("--output-dir", "--output", dest="output_dir", default=None,
                                  help="folder for the executed notebooks (default: the book's folder, or with -p "
                                       "a folder of its own under _build/reruns/<profile>/)")
     args = parser.parse_args(argv)
@@ -470,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(" ".join(str(err).split()))
     if args.command == "run":
         runs = run_book(profile=args.profile, chapters=args.chapters, parameters=parameters, root=args.root,
-                        prepare=not args.no_prepare, output_dir=args.output)
+                        prepare=not args.no_prepare, output_dir=args.output_dir)
         if parameters and runs:
             print(f"[run] re-run with parameters written to {runs[0].notebook.parent} (the book's folder is untouched)")
     elif args.command == "html":

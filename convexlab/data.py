@@ -295,19 +295,32 @@ def speaker_task(
     test_fraction: float = 0.1,
     n_per_class: int | None = None,
     seed: int = 42,
+    split: str = "stratified",
 ) -> AudioDataset:
     """Speaker identification over the speakers with at least ``min_utterances`` clips (all words).
 
-    Split: ``test_fraction`` of every speaker's clips go to "test", the rest to "train"
-    (sklearn's stratified ``train_test_split`` with ``random_state=seed``, as the authors did).
+    ``split="stratified"``: clips of all official splits; ``test_fraction`` of every speaker's
+    clips go to "test", the rest to "train" (sklearn's stratified ``train_test_split`` with
+    ``random_state=seed``). ``split="authors"``, as the authors' follow-up code
+    (``transformer_redundancy/data/speech_commands.py``): only the official *training* split
+    (clips in neither list file); speakers with at least ``min_utterances`` clips there; then a
+    plain random split, not stratified, the way the ``datasets`` library's
+    ``train_test_split(test_size=test_fraction, seed=seed)`` draws it (``ceil(test_fraction * N)``
+    test clips: the first of ``np.random.default_rng(seed).permutation(N)``), over the clips in
+    sorted path order. A speaker may then have few (or no) test clips.
     ``n_per_class``: then keep at most that many clips per speaker, drawn with ``seed``.
     """
-    from sklearn.model_selection import train_test_split
-
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction={test_fraction} must be strictly between 0 and 1")
+    if split not in ("stratified", "authors"):
+        raise ValueError(f"split={split!r}; use 'stratified' or 'authors'")
     root = Path(root)
     corpus = scan_corpus(root)
+    if split == "authors":
+        return _authors_speaker_task(root, corpus, min_utterances=min_utterances, test_fraction=test_fraction,
+                                     n_per_class=n_per_class, seed=seed)
+    from sklearn.model_selection import train_test_split
+
     counts = Counter(corpus.speakers)
     kept = sorted(s for s, n in counts.items() if n >= min_utterances)
     if not kept:
@@ -342,6 +355,38 @@ def speaker_task(
         speakers=tuple(speakers),
         meta={**_corpus_meta(root), "task": "speaker", "min_utterances": min_utterances,
               "test_fraction": test_fraction, "split_seed": seed},
+    )
+    return _finish_task(dataset, n_per_class, seed)
+
+
+def _authors_speaker_task(root: Path, corpus: _Corpus, *, min_utterances: int, test_fraction: float,
+                          n_per_class: int | None, seed: int) -> AudioDataset:
+    import math
+
+    train = [i for i, s in enumerate(corpus.splits) if s == "train"]
+    counts = Counter(corpus.speakers[i] for i in train)
+    kept = {s for s, n in counts.items() if n >= min_utterances}
+    if len(kept) < 2:
+        raise ValueError(
+            f"{len(kept)} speaker(s) of the training split of {root} have at least min_utterances={min_utterances} "
+            f"clips (the most is {max(counts.values(), default=0)}); lower min_utterances or use a larger corpus"
+        )
+    indices = [i for i in train if corpus.speakers[i] in kept]
+    n_test = math.ceil(test_fraction * len(indices))
+    permutation = np.random.default_rng(seed).permutation(len(indices))
+    splits = np.full(len(indices), "train", dtype=object)
+    splits[permutation[:n_test]] = "test"
+    speakers = tuple(corpus.speakers[i] for i in indices)
+    dataset = AudioDataset(
+        task="speaker",
+        root=root,
+        clip_ids=tuple(corpus.clip_ids[i] for i in indices),
+        labels=speakers,
+        splits=tuple(splits.tolist()),
+        words=tuple(corpus.words[i] for i in indices),
+        speakers=speakers,
+        meta={**_corpus_meta(root), "task": "speaker", "min_utterances": min_utterances,
+              "test_fraction": test_fraction, "split_seed": seed, "speaker_split": "authors"},
     )
     return _finish_task(dataset, n_per_class, seed)
 
@@ -440,7 +485,8 @@ def corpus_root(profile) -> Path:
 def load_task(task: str, profile) -> AudioDataset:
     """The full dataset (all splits) of ``task`` ("word" or "speaker") for a profile.
 
-    Speaker task: ``profile.min_utterances`` and a split drawn with ``profile.seed``. Subsample
+    Speaker task: ``profile.min_utterances`` and a split drawn with ``profile.seed``, the way
+    ``profile.speaker_split`` says (:func:`speaker_task`). Subsample
     for the convexity analysis with ``.subsample(profile.n_per_class, seed=profile.seed)``.
     """
     from convexlab.profiles import get_profile
@@ -450,5 +496,6 @@ def load_task(task: str, profile) -> AudioDataset:
     if task == "word":
         return word_task(root, seed=profile.seed)
     if task == "speaker":
-        return speaker_task(root, min_utterances=profile.min_utterances, seed=profile.seed)
+        return speaker_task(root, min_utterances=profile.min_utterances, seed=profile.seed,
+                            split=profile.speaker_split)
     raise ValueError(f"Unknown task {task!r}; use 'word' or 'speaker'")

@@ -466,6 +466,8 @@ def finetune(
     if trainer.is_world_process_zero():
         with atomic_dir(model_dir) as folder, transformers_bars(progress):
             trainer.save_model(str(folder))
+            # the preprocessing it was trained with travels with it (extraction reads it back)
+            trainer.data_collator.feature_extractor.save_pretrained(str(folder))
         save_json(run_dir / BATCH_IDS_FILE, batch_clips)
         save_json(run_dir / RESULT_FILE, result.to_dict())  # written last: marks the run finished
         if not keep_checkpoints:

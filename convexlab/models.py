@@ -470,11 +470,27 @@ class _quiet_transformers:
         transformers.logging.set_verbosity(self.level)
 
 
+# facebook/wav2vec2-base's preprocessor_config.json: what its feature extractor does
+WAV2VEC2_BASE_EXTRACTOR = dict(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=True,
+                               return_attention_mask=False)
+
+
+def _ccc_feature_extractor() -> Wav2Vec2FeatureExtractor:
+    """ccc-wav2vec2's hub repository has no preprocessor config; the authors give it
+    ``facebook/wav2vec2-base``'s feature extractor (its cached copy, else its known settings)."""
+    try:
+        return AutoFeatureExtractor.from_pretrained(FAMILIES["wav2vec2"].base_id, local_files_only=True)
+    except (OSError, ValueError):
+        return Wav2Vec2FeatureExtractor(**WAV2VEC2_BASE_EXTRACTOR)
+
+
 def feature_extractor_for(name_or_model: str | os.PathLike | PreTrainedModel) -> Wav2Vec2FeatureExtractor:
     """How raw audio is turned into ``input_values`` for this model.
 
     The checkpoint's own ``preprocessor_config.json`` when it has one (it says whether clips are
     normalised to zero mean and unit variance, and whether the model expects an attention mask).
+    ``vasista22/ccc-wav2vec2-base`` has none and gets ``facebook/wav2vec2-base``'s, as in the
+    authors' code (zero mean, unit variance, no mask).
     Otherwise HF's convention for the architecture: group-norm feature extractors (all base
     models and the miniatures) take raw audio without a mask; layer-norm ones normalise and mask.
     """
@@ -484,6 +500,8 @@ def feature_extractor_for(name_or_model: str | os.PathLike | PreTrainedModel) ->
         try:
             return AutoFeatureExtractor.from_pretrained(source)
         except (OSError, ValueError) as err:
+            if source == FAMILIES["ccc-wav2vec2"].base_id:
+                return _ccc_feature_extractor()
             if not _is_local(source):  # a local folder without one (a miniature) is expected
                 warnings.warn(
                     f"No preprocessor config for {source!r} ({err}); assuming HF's convention for its "

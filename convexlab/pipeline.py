@@ -112,6 +112,14 @@ def analysis_dataset(task: str, profile: Profile | str, *, split: str = HELD_OUT
         dataset = dataset.subset(split)
     if profile.n_per_class is not None:
         dataset = dataset.subsample(profile.n_per_class, seed=profile.seed)
+    if dataset.task == "speaker":
+        # the authors' plain random split can leave a speaker one held-out clip (or none):
+        # graph convexity needs pairs, so such speakers are left out of the analysis
+        counts = dataset.class_counts()
+        if any(n < 2 for n in counts.values()):
+            dropped = sorted(label for label, n in counts.items() if n < 2)
+            dataset = dataset.select([i for i, label in enumerate(dataset.labels) if counts[label] >= 2],
+                                     single_clip_speakers_dropped=len(dropped))
     return dataset.require_pairs()
 
 

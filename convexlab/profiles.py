@@ -29,6 +29,9 @@ class Profile:
     n_repetitions: int = 6  # repetitions of each word by each speaker
     # tasks and convexity analysis
     min_utterances: int = 50  # speaker task: keep speakers with at least this many clips
+    # speaker task split: "stratified" (clips of every official split, each speaker's 90/10) or
+    # "authors" (the official training split only, a plain random 90/10 split, as the authors' code)
+    speaker_split: str = "stratified"
     n_per_class: int | None = 40  # clips per class for the convexity analysis (None: all)
     n_neighbors: int = 10  # k of the kNN graph
     max_pairs: int = 5000  # sampled ordered pairs per class
@@ -95,6 +98,7 @@ PROFILES: dict[str, Profile] = {
             "vasista22/ccc-wav2vec2-base",
         ),
         miniature=False,
+        speaker_split="authors",
         n_per_class=200,
         n_bootstrap=50,
         device="cuda",
@@ -113,6 +117,7 @@ PROFILES: dict[str, Profile] = {
         download=True,
         models=("facebook/wav2vec2-large", "microsoft/wavlm-large", "facebook/hubert-large-ll60k"),
         miniature=False,
+        speaker_split="authors",
         n_per_class=200,
         n_bootstrap=50,
         device="cuda",
