@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -143,17 +144,30 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; move it onto ``path`` only on success."""
+def atomic_dir(path: str | os.PathLike, *, marker: str | None = None) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; move it onto ``path`` only on success.
+
+    Several processes may build the same keyed result at once (two chapters, two ranks of a
+    launcher): the first to finish publishes it, and a later one drops its own copy instead of
+    deleting a folder that others may be reading. ``marker``: the file a complete result holds; a
+    folder at ``path`` without it (left by hand or by an old version) is replaced.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary folder
     try:
         yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        if path.exists() and marker is not None and not (path / marker).exists():
+            stale = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".stale"))
+            os.replace(path, stale / "old")
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.replace(tmp, path)
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not path.is_dir():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process published the same result first
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

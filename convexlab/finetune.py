@@ -464,7 +464,7 @@ def finetune(
         },
     )
     if trainer.is_world_process_zero():
-        with atomic_dir(model_dir) as folder, transformers_bars(progress):
+        with atomic_dir(model_dir, marker="config.json") as folder, transformers_bars(progress):
             trainer.save_model(str(folder))
             # the preprocessing it was trained with travels with it (extraction reads it back)
             trainer.data_collator.feature_extractor.save_pretrained(str(folder))

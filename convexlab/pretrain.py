@@ -371,7 +371,7 @@ def ensure_pretrained(
     if (path / "training_log.json").exists():
         return path
     result = pretrain(family, seed=seed, config=config, model_config=model_config, progress=progress)
-    with atomic_dir(path) as tmp:
+    with atomic_dir(path, marker="training_log.json") as tmp:
         result.encoder.save_pretrained(tmp)
         save_json(
             tmp / "training_log.json",

@@ -397,7 +397,7 @@ def synthetic_corpus(
     path = cache_path("corpora", f"synth-{n_words}w-{n_speakers}s-{n_repetitions}r-seed{seed}-{key}")
     if (path / "corpus.json").is_file():
         return path
-    with atomic_dir(path) as tmp:
+    with atomic_dir(path, marker="corpus.json") as tmp:
         generate_corpus(tmp, **params, progress=progress)
     return path
 

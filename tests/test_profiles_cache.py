@@ -61,6 +61,32 @@ def test_atomic_dir_replaces_only_on_success(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
 
 
+def test_atomic_dir_keeps_a_result_another_process_published_first(tmp_path):
+    """Two writers of one keyed result: the first to finish wins and the second never deletes it
+    (a reader may be using it: two concurrent runs once lost clips this way)."""
+    target = tmp_path / "corpus"
+    with atomic_dir(target, marker="corpus.json") as slow:
+        (slow / "clip.wav").write_text("slow")
+        (slow / "corpus.json").write_text("{}")
+        with atomic_dir(target, marker="corpus.json") as fast:  # finishes while the slow one still writes
+            (fast / "clip.wav").write_text("fast")
+            (fast / "corpus.json").write_text("{}")
+        reader = open(target / "clip.wav")
+    assert reader.read() == "fast" and (target / "clip.wav").read_text() == "fast"
+    reader.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["corpus"]
+
+
+def test_atomic_dir_replaces_an_incomplete_folder(tmp_path):
+    target = tmp_path / "corpus"
+    target.mkdir()
+    (target / "half.wav").write_text("left by an old run")
+    with atomic_dir(target, marker="corpus.json") as tmp:
+        (tmp / "corpus.json").write_text("{}")
+    assert sorted(p.name for p in target.iterdir()) == ["corpus.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["corpus"]
+
+
 def test_cache_root_follows_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("CONVEXLAB_CACHE", str(tmp_path / "c"))
     assert cache_root() == tmp_path / "c" and (tmp_path / "c").is_dir()
