@@ -11,6 +11,14 @@ config and a digest of its weights, the dataset's content hash, the pooling, the
 and the dtype. Every finished batch is written as its own chunk, so an interrupted run resumes
 where it stopped; the chunks are then consolidated into one file. A cache file that cannot be
 read, or whose key, clip ids or shape do not match, is reported with a warning and rebuilt.
+
+Under ``torchrun``/``accelerate launch`` (``python -m convexlab extract`` or any caller of
+:func:`extract_layers`) the batches are dealt out to the processes in turn (batch i to rank
+i mod W; no clip twice, no padding), each process writes only its own batches' chunks, and rank 0
+assembles them in clip order into the one cache entry, which the others then read. The batch
+boundaries are those of a single-process run, so the array is the same. With ``cache=False``
+the batches are gathered through the process group instead. A process that fails leaves the
+chunks finished so far and no ``embeddings.npz``; the rerun computes only the missing chunks.
 """
 
 from __future__ import annotations
@@ -179,8 +187,11 @@ def extract_layers(
     if folder is not None:
         meta["cache_file"] = str(folder / "embeddings.npz")
         pooled = _load_checked(folder / "embeddings.npz", key=key, clip_ids=dataset.clip_ids,
-                               shape=(n_states, n_clips, width))
-        if pooled is not None:
+                               shape=(n_states, n_clips, width)) if distributed.is_main() else None
+        if distributed.broadcast_object(pooled is not None):  # rank 0 decides for all: a hit or a run
+            if pooled is None:
+                pooled = _load_checked(folder / "embeddings.npz", key=key, clip_ids=dataset.clip_ids,
+                                       shape=(n_states, n_clips, width))
             return _result(pooled, dataset, model_id, dict(meta, cache_hit=True))
 
     # Under a launcher each process takes every world-size-th batch (no clip twice, none padded in),

@@ -21,16 +21,21 @@ training (an interrupted run resumes from the last epoch's checkpoint), then ``m
 finetuned model, ``from_pretrained``-ready), ``batch_ids.json`` and, written last,
 ``result.json``. A second call with the same inputs finds ``result.json`` and returns at once.
 
-Several GPUs: the Trainer handles data-parallel runs. Launch the same command under
-``torchrun`` or ``accelerate`` and each process trains on its share of every batch::
+Several GPUs (or processes): the Trainer's own data-parallel support (DDP through accelerate),
+no loop of ours. Launch the same command under ``torchrun`` or ``accelerate launch``::
 
-    torchrun --nproc_per_node 4 -m convexlab prune-compare --model facebook/hubert-base-ls960 \\
+    torchrun --nproc-per-node 4 -m convexlab prune-compare --model facebook/hubert-base-ls960 \\
         --task speaker --layer 2 --profile paper
     accelerate launch --num_processes 4 -m convexlab prune-compare ...
 
-``batch_size`` is per device, so 4 GPUs at ``batch_size=8`` train with batches of 32; only the
-main process writes the model and results. (Coded against the Trainer's documented behaviour;
-the project's CI runs on one device.)
+``batch_size`` (the profile's ``finetune_batch_size``) is the *global* batch: each of W processes
+trains on ``batch_size / W`` clips of every step (it must divide evenly), so the run's key, its
+batches and their order are those of a single-process run with ``batch_size``. The batch log
+gathers every process's shard per step (:class:`_BatchRecordingTrainer`), so ``batch_ids.json``
+is what the processes actually trained on. Only rank 0 prepares the run folder and writes the
+model, ``batch_ids.json`` and ``result.json``; the other processes wait at a barrier and return
+the result it wrote. Timing records carry ``world_size`` and ``per_device_batch_size``. Tested
+with two CPU processes (gloo) against one in ``tests/test_distributed.py``.
 """
 
 from __future__ import annotations
@@ -352,7 +357,8 @@ def finetune(
     ``dataset`` is a :class:`convexlab.data.AudioDataset` holding both splits (the word task's
     "train"/"validation"/"test", the speaker task's "train"/"test"); classes are the sorted labels of
     the whole dataset. ``num_layers=L`` prunes the model at layer L (keeps transformer layers 1..L)
-    before finetuning. ``epochs`` may be fractional; ``batch_size`` is per device;
+    before finetuning. ``epochs`` may be fractional; ``batch_size`` is the global batch (split over
+    the processes of a ``torchrun``/``accelerate launch`` run, see the module's docstring);
     ``warmup_ratio`` is the share of steps with a linear learning-rate warm-up (then linear decay).
     ``mixed_precision``: None, "bf16" or "fp16" (Trainer's autocast). ``progress=None`` shows the
     Trainer's progress bars unless ``TQDM_DISABLE`` is set. With ``cache=True`` a finished run with
