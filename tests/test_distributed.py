@@ -24,8 +24,8 @@ WORKER = ROOT / "tests" / "dist_worker.py"
 TIMEOUT = 300  # seconds per launch; a two-process run takes about a minute on a busy 2-core machine
 BATCH = 10  # the global batch: 5 clips per process with two processes
 EPOCHS = 2.0
-ACCURACY_TOLERANCE = 0.1  # 1 vs 2 processes: same batches, but dropout draws differ between the layouts
-LOSS_TOLERANCE = 0.1
+ACCURACY_TOLERANCE = 0.1  # (one clip of the 12 held out is 0.083); 1 vs 2 processes: same batches, but dropout draws differ between the layouts
+LOSS_TOLERANCE = 0.02  # measured: 1e-4
 
 
 @pytest.fixture(scope="module")
