@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from convexlab import distributed
 from convexlab._argtypes import UsageError, positive_int
 from convexlab._progress import transformers_bars
 from convexlab.cache import cache_path, load_json, profile_params, save_json, stage_key
@@ -179,7 +180,10 @@ def compare_pruned(
     key = _compare_key(full.key, pruned.key, profile, timing_batch_size=batch_size, timing_repeats=repeats,
                        timing_rounds=timing_rounds)
     path = cache_path("compare", f"{full.run_dir.name.rsplit('-', 1)[0]}-L{layer}-{key}.json")
-    if cache and path.is_file():
+    if distributed.broadcast_object(cache and path.is_file() if distributed.is_main() else None):
+        return PruneComparison.from_dict(load_json(path))
+    if not distributed.is_main():  # inference is timed once, on rank 0, with the device to itself
+        distributed.barrier()
         return PruneComparison.from_dict(load_json(path))
 
     with transformers_bars():
@@ -203,6 +207,7 @@ def compare_pruned(
         context={"timing": timing, "profile": profile.to_dict()},
     )
     save_json(path, comparison.to_dict())
+    distributed.barrier()
     return comparison
 
 
@@ -250,6 +255,8 @@ def _prune_compare_command(args: argparse.Namespace) -> int:
             raise SystemExit(f"--layer must be an integer or 'auto', got {args.layer!r}") from None
     comparison = compare_pruned(args.model, args.task, layer, profile=profile,
                                 timing_batch_size=args.timing_batch_size, timing_repeats=args.timing_repeats)
+    if not distributed.is_main():  # one table, printed and written by rank 0
+        return 0
     print(f"{args.model}, {args.task} task, pruned at layer {layer} of {comparison.n_layers} "
           f"(profile {profile.name}, {comparison.full_inference.context.get('device_name')})")
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):

@@ -11,6 +11,14 @@ config and a digest of its weights, the dataset's content hash, the pooling, the
 and the dtype. Every finished batch is written as its own chunk, so an interrupted run resumes
 where it stopped; the chunks are then consolidated into one file. A cache file that cannot be
 read, or whose key, clip ids or shape do not match, is reported with a warning and rebuilt.
+
+Under ``torchrun``/``accelerate launch`` (``python -m convexlab extract`` or any caller of
+:func:`extract_layers`) the batches are dealt out to the processes in turn (batch i to rank
+i mod W; no clip twice, no padding), each process writes only its own batches' chunks, and rank 0
+assembles them in clip order into the one cache entry, which the others then read. The batch
+boundaries are those of a single-process run, so the array is the same. With ``cache=False``
+the batches are gathered through the process group instead. A process that fails leaves the
+chunks finished so far and no ``embeddings.npz``; the rerun computes only the missing chunks.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from convexlab import distributed
 from convexlab._argtypes import UsageError, nonnegative_int, positive_int
 from convexlab._progress import tqdm_disable
 from convexlab.cache import atomic_write, cache_path, stable_hash, stage_key
@@ -160,6 +169,8 @@ def extract_layers(
     if len(dataset) == 0:
         raise ValueError("The dataset has no clips; check the task, split and subsampling that produced it")
     dtype = torch_dtype(dtype)
+    distributed.init(str(device))
+    device = distributed.local_device(device)  # "cuda" under a launcher: this process's GPU
     model = model.to(device=device, dtype=dtype).eval()
     model_id = model_id or getattr(model.config, "_name_or_path", "") or type(model).__name__
     preprocess = feature_extractor_for(model)
@@ -176,28 +187,69 @@ def extract_layers(
     if folder is not None:
         meta["cache_file"] = str(folder / "embeddings.npz")
         pooled = _load_checked(folder / "embeddings.npz", key=key, clip_ids=dataset.clip_ids,
-                               shape=(n_states, n_clips, width))
-        if pooled is not None:
+                               shape=(n_states, n_clips, width)) if distributed.is_main() else None
+        if distributed.broadcast_object(pooled is not None):  # rank 0 decides for all: a hit or a run
+            if pooled is None:
+                pooled = _load_checked(folder / "embeddings.npz", key=key, clip_ids=dataset.clip_ids,
+                                       shape=(n_states, n_clips, width))
             return _result(pooled, dataset, model_id, dict(meta, cache_hit=True))
 
-    pooled = np.empty((n_states, n_clips, width), dtype=np.float32)
-    starts = range(0, n_clips, batch_size)
-    for start in tqdm(starts, desc=f"hidden states of {model_id}", unit="batch", disable=tqdm_disable(progress)):
+    # Under a launcher each process takes every world-size-th batch (no clip twice, none padded in),
+    # writes those batches' chunks only, and the main process assembles them in clip order. The
+    # batch boundaries are those of a single-process run, so the result is the same array.
+    me = distributed.world()
+    starts = list(range(0, n_clips, batch_size))
+    mine: dict[int, np.ndarray] = {}
+    for start in tqdm(starts[me.rank::me.size], desc=f"hidden states of {model_id}", unit="batch",
+                      disable=tqdm_disable(progress) or not distributed.is_main()):
         stop = min(start + batch_size, n_clips)
         ids = dataset.clip_ids[start:stop]
-        chunk = folder / "chunks" / f"{start:07d}-{stop:07d}.npz" if folder is not None else None
+        chunk = _chunk_path(folder, start, stop) if folder is not None else None
         stored = _load_checked(chunk, key=key, clip_ids=ids, shape=(n_states, stop - start, width)) if chunk else None
         if stored is None:
+            distributed.failure_point("extraction batch")
             stored = _pool_batch(model, preprocess, dataset.batch(range(start, stop)), use_mask, device, dtype)
             if chunk is not None:
                 _save_npz(chunk, pooled=stored, clip_ids=np.array(ids), key=np.array(key))
-        pooled[:, start:stop] = stored
+        mine[start] = stored
 
-    if folder is not None:
+    if folder is None:  # nothing on disk: every process gets every batch through the process group
+        parts = {start: part for shard in distributed.all_gather_objects(mine) for start, part in shard.items()}
+        pooled = _assemble(parts, starts, (n_states, n_clips, width))
+        return _result(pooled, dataset, model_id, dict(meta, cache_hit=False, world_size=me.size))
+
+    distributed.barrier()  # every chunk is on disk
+    if distributed.is_main():
+        parts = dict(mine)
+        for start in starts:
+            if start not in parts:
+                stop = min(start + batch_size, n_clips)
+                parts[start] = _load_checked(_chunk_path(folder, start, stop), key=key,
+                                             clip_ids=dataset.clip_ids[start:stop], shape=(n_states, stop - start, width))
+                if parts[start] is None:
+                    raise RuntimeError(f"The chunk of clips {start}..{stop} written by another process is missing")
+        pooled = _assemble(parts, starts, (n_states, n_clips, width))
         _save_npz(folder / "embeddings.npz", pooled=pooled, clip_ids=np.array(dataset.clip_ids), key=np.array(key),
                   meta=np.array(json.dumps(meta, default=str)))
         shutil.rmtree(folder / "chunks", ignore_errors=True)
-    return _result(pooled, dataset, model_id, dict(meta, cache_hit=False))
+    distributed.barrier()  # the entry is published
+    if not distributed.is_main():
+        pooled = _load_checked(folder / "embeddings.npz", key=key, clip_ids=dataset.clip_ids,
+                               shape=(n_states, n_clips, width))
+        if pooled is None:
+            raise RuntimeError(f"The main process did not publish {folder / 'embeddings.npz'}")
+    return _result(pooled, dataset, model_id, dict(meta, cache_hit=False, world_size=me.size))
+
+
+def _chunk_path(folder: Path, start: int, stop: int) -> Path:
+    return folder / "chunks" / f"{start:07d}-{stop:07d}.npz"
+
+
+def _assemble(parts: dict[int, np.ndarray], starts: list[int], shape: tuple[int, int, int]) -> np.ndarray:
+    pooled = np.empty(shape, dtype=np.float32)
+    for start in starts:
+        pooled[:, start:start + parts[start].shape[1]] = parts[start]
+    return pooled
 
 
 def _pool_batch(model, preprocess, audio: np.ndarray, use_mask: bool, device, dtype) -> np.ndarray:
@@ -246,7 +298,8 @@ def layer_embeddings(
     dtype = torch_dtype(dtype or profile.dtype)
     batch_size = batch_size or profile.batch_size
     seed = profile.seed if seed is None else seed
-    model = load_model(model_name, pretrained=pretrained, device=device, dtype=dtype, seed=seed)
+    with distributed.main_process_first(device):  # a miniature is pretrained and cached once, by rank 0
+        model = load_model(model_name, pretrained=pretrained, device="cpu", dtype=dtype, seed=seed)
     result = extract_layers(model, dataset, batch_size=batch_size, device=device, dtype=dtype, cache=True,
                             progress=progress, model_id=model_name)
     result.meta.update(pretrained=pretrained, seed=seed, profile=profile.name)
@@ -299,7 +352,8 @@ def _run_extract_cli(args: argparse.Namespace) -> int:
         profile = get_profile(args.profile, **_parse_overrides(args.set))
     except (ValueError, TypeError) as err:
         raise UsageError(str(err)) from None
-    dataset = load_task(args.task, profile)
+    with distributed.main_process_first(args.device or profile.device):  # a synthetic corpus is made once
+        dataset = load_task(args.task, profile)
     if args.split:
         dataset = dataset.subset(args.split)
     n_per_class = profile.n_per_class if args.n_per_class is None else (args.n_per_class or None)
@@ -311,6 +365,8 @@ def _run_extract_cli(args: argparse.Namespace) -> int:
                                   batch_size=args.batch_size, pretrained=not args.untrained,
                                   progress=False if args.no_progress else None)
         status = "cached" if result.meta.get("cache_hit") else "extracted"
+        if not distributed.is_main():
+            continue
         print(f"{model_name}: {status} {args.task} embeddings {tuple(result.embeddings.shape)} "
               f"(layers+1, clips, width) -> {result.meta['cache_file']}")
     return 0

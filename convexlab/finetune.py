@@ -21,16 +21,21 @@ training (an interrupted run resumes from the last epoch's checkpoint), then ``m
 finetuned model, ``from_pretrained``-ready), ``batch_ids.json`` and, written last,
 ``result.json``. A second call with the same inputs finds ``result.json`` and returns at once.
 
-Several GPUs: the Trainer handles data-parallel runs. Launch the same command under
-``torchrun`` or ``accelerate`` and each process trains on its share of every batch::
+Several GPUs (or processes): the Trainer's own data-parallel support (DDP through accelerate),
+no loop of ours. Launch the same command under ``torchrun`` or ``accelerate launch``::
 
-    torchrun --nproc_per_node 4 -m convexlab prune-compare --model facebook/hubert-base-ls960 \\
+    torchrun --nproc-per-node 4 -m convexlab prune-compare --model facebook/hubert-base-ls960 \\
         --task speaker --layer 2 --profile paper
     accelerate launch --num_processes 4 -m convexlab prune-compare ...
 
-``batch_size`` is per device, so 4 GPUs at ``batch_size=8`` train with batches of 32; only the
-main process writes the model and results. (Coded against the Trainer's documented behaviour;
-the project's CI runs on one device.)
+``batch_size`` (the profile's ``finetune_batch_size``) is the *global* batch: each of W processes
+trains on ``batch_size / W`` clips of every step (it must divide evenly), so the run's key, its
+batches and their order are those of a single-process run with ``batch_size``. The batch log
+gathers every process's shard per step (:class:`_BatchRecordingTrainer`), so ``batch_ids.json``
+is what the processes actually trained on. Only rank 0 prepares the run folder and writes the
+model, ``batch_ids.json`` and ``result.json``; the other processes wait at a barrier and return
+the result it wrote. Timing records carry ``world_size`` and ``per_device_batch_size``. Tested
+with two CPU processes (gloo) against one in ``tests/test_distributed.py``.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from convexlab import distributed
 from convexlab._progress import show_bars, transformers_bars
 from convexlab.cache import atomic_dir, cache_path, load_json, profile_params, save_json, stable_hash, stage_key
 from convexlab.models import model_key
@@ -160,14 +166,26 @@ class _AudioCollator:
 
 
 class _BatchRecordingTrainer(Trainer):
-    """A Trainer that records which clips each training step saw (and hides them from the model)."""
+    """A Trainer that records which clips each training step saw (and hides them from the model).
 
-    def __init__(self, *args, **kwargs):
+    Under a launcher every process sees its shard of the step's global batch; the shards are
+    gathered (in rank order, which is the sampler's order: accelerate gives rank r the r-th
+    per-device batch of each step) so that every process logs the global batch. When the
+    training set is not a multiple of the global batch, accelerate completes the last step of an
+    epoch with clips from the epoch's start (``even_batches``); those repeats are left out of the
+    log, which is then the log a single process with the global batch writes."""
+
+    def __init__(self, *args, n_train: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.batch_log: list[list[int]] = []
+        self.n_train = n_train
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        self.batch_log.append(inputs.pop("sample_ids").tolist())
+        local = inputs.pop("sample_ids").tolist()
+        batch = [index for shard in distributed.all_gather_objects(local) for index in shard]
+        seen = sum(len(logged) for logged in self.batch_log) % self.n_train  # clips of this epoch so far
+        self.batch_log.append(batch[: self.n_train - seen])
+        distributed.failure_point("training step")
         return super().training_step(model, inputs, num_items_in_batch)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -339,7 +357,8 @@ def finetune(
     ``dataset`` is a :class:`convexlab.data.AudioDataset` holding both splits (the word task's
     "train"/"validation"/"test", the speaker task's "train"/"test"); classes are the sorted labels of
     the whole dataset. ``num_layers=L`` prunes the model at layer L (keeps transformer layers 1..L)
-    before finetuning. ``epochs`` may be fractional; ``batch_size`` is per device;
+    before finetuning. ``epochs`` may be fractional; ``batch_size`` is the global batch (split over
+    the processes of a ``torchrun``/``accelerate launch`` run, see the module's docstring);
     ``warmup_ratio`` is the share of steps with a linear learning-rate warm-up (then linear decay).
     ``mixed_precision``: None, "bf16" or "fp16" (Trainer's autocast). ``progress=None`` shows the
     Trainer's progress bars unless ``TQDM_DISABLE`` is set. With ``cache=True`` a finished run with
@@ -359,6 +378,13 @@ def finetune(
             f"learning_rate={learning_rate}"
         )
     trainer_device = _trainer_device_args(device)
+    distributed.init(device)  # a launched run: start the process group (the Trainer then shares it)
+    n_processes = distributed.world().size
+    if batch_size % n_processes:
+        raise ValueError(
+            f"batch_size={batch_size} is the global batch and must split evenly over the {n_processes} processes of "
+            f"this launch (per device: batch_size / processes); use a multiple of {n_processes}"
+        )
     precision = _mixed_precision_args(mixed_precision)
     train_set, eval_set = _split(dataset, train_split), _split(dataset, eval_split)
     label_names = dataset.label_names  # classes of the whole dataset, so both splits share ids
@@ -374,19 +400,14 @@ def finetune(
     key = _run_key(model=weights, dataset=dataset.content_hash(), task=task, num_layers=num_layers,
                    hyperparameters=hyperparameters, device=device)
     run_dir = Path(output_dir) if output_dir is not None else cache_path("runs", f"{_run_name(model_name, task, num_layers)}-{key}")
-    marker = run_dir / KEY_FILE
-    stored_key = load_json(marker) if marker.is_file() else None
-    if cache and stored_key == key and (run_dir / RESULT_FILE).is_file():
+    # The main process decides (finished / start or resume) and prepares the folder; the others follow.
+    finished = distributed.broadcast_object(_prepare_run_dir(run_dir, key, cache=cache) if distributed.is_main() else None)
+    if finished:
         return FinetuneResult.load(run_dir)
-    if run_dir.is_dir() and stored_key is None and any(run_dir.iterdir()):
-        raise ValueError(f"output_dir {run_dir} exists and is not a finetuning run folder; pass a new or empty folder")
-    if run_dir.exists() and (not cache or stored_key != key):
-        shutil.rmtree(run_dir)  # another run's folder: its checkpoints must not be resumed
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_json(marker, key)
 
-    model = load_model(str(model_name), task=task, num_labels=len(label_names), label_names=label_names,
-                       pretrained=pretrained, seed=seed, device="cpu")
+    with distributed.main_process_first(device):  # a miniature is pretrained and cached once, by rank 0
+        model = load_model(str(model_name), task=task, num_labels=len(label_names), label_names=label_names,
+                           pretrained=pretrained, seed=seed, device="cpu")
     n_layers_full = num_transformer_layers(model)
     if num_layers is not None:
         prune(model, num_layers)
@@ -397,7 +418,8 @@ def finetune(
     model.train()
 
     checkpoints = run_dir / "checkpoints"
-    args = _training_arguments(checkpoints, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+    args = _training_arguments(checkpoints, epochs=epochs, batch_size=batch_size // n_processes,
+                               learning_rate=learning_rate,
                                weight_decay=weight_decay, warmup_ratio=warmup_ratio, seed=seed,
                                steps_per_epoch=max(1, len(train_set) // batch_size), progress=progress,
                                extra={**trainer_device, **precision})
@@ -408,6 +430,7 @@ def finetune(
         data_collator=_AudioCollator(train_set, feature_extractor_for(model)),
         optimizers=(_optimizer(model, learning_rate=learning_rate, head_learning_rate=head_learning_rate,
                                weight_decay=weight_decay), None),
+        n_train=len(train_set),
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log line when bars are off; history keeps them
     timer = TrainingTimer(device=trainer.args.device)
@@ -425,6 +448,7 @@ def finetune(
     samples_here = sum(len(batch) for batch in trainer.batch_log[n_logged_before:])
     training = timer.result(n_samples=samples_here, batch_size=batch_size,
                             dtype=mixed_precision if precision else "float32")
+    training.context.update(world_size=n_processes, per_device_batch_size=batch_size // n_processes)
 
     accuracy, macro_f1, eval_loss = _evaluate(trainer, eval_set, eval_labels, progress=progress)
 
@@ -460,10 +484,11 @@ def finetune(
             "dataset_hash": dataset.content_hash(),
             "n_layers_full": n_layers_full,
             "world_size": trainer.args.world_size,
+            "per_device_batch_size": batch_size // n_processes,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         },
     )
-    if trainer.is_world_process_zero():
+    if trainer.is_world_process_zero():  # the only writer; the other processes read what it wrote
         with atomic_dir(model_dir, marker="config.json") as folder, transformers_bars(progress):
             trainer.save_model(str(folder))
             # the preprocessing it was trained with travels with it (extraction reads it back)
@@ -473,7 +498,24 @@ def finetune(
         if not keep_checkpoints:
             shutil.rmtree(checkpoints, ignore_errors=True)
     model.eval()
-    return result
+    distributed.barrier()
+    return result if distributed.is_main() else FinetuneResult.load(run_dir)
+
+
+def _prepare_run_dir(run_dir: Path, key: str, *, cache: bool) -> bool:
+    """True if ``run_dir`` holds this run finished; else make it this run's folder (keeping its
+    checkpoints if it is this run's, interrupted) and return False. Only the main process calls it."""
+    marker = run_dir / KEY_FILE
+    stored_key = load_json(marker) if marker.is_file() else None
+    if cache and stored_key == key and (run_dir / RESULT_FILE).is_file():
+        return True
+    if run_dir.is_dir() and stored_key is None and any(run_dir.iterdir()):
+        raise ValueError(f"output_dir {run_dir} exists and is not a finetuning run folder; pass a new or empty folder")
+    if run_dir.exists() and (not cache or stored_key != key):
+        shutil.rmtree(run_dir)  # another run's folder: its checkpoints must not be resumed
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_json(marker, key)
+    return False
 
 
 def _training_arguments(output_dir: Path, *, epochs, batch_size, learning_rate, weight_decay, warmup_ratio, seed,
@@ -499,6 +541,10 @@ def _training_arguments(output_dir: Path, *, epochs, batch_size, learning_rate, 
         disable_tqdm=not show_bars(progress),
         remove_unused_columns=False,  # keep sample_ids for the batch log
         dataloader_num_workers=0,
+        # The classifier's loss is a plain mean over the clips (it ignores num_items_in_batch), so the
+        # Trainer must not rescale it by the number of processes: DDP's gradient mean over equal
+        # per-device shards is then the gradient of the global batch, as with one process.
+        average_tokens_across_devices=False,
         **extra,
     )
 

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from convexlab import distributed
 from convexlab.cache import cache_path, load_json, profile_params, save_json, stage_key
 from convexlab.profiles import Profile, get_profile
 
@@ -243,10 +244,13 @@ def convexity_by_layer(
     key = _convexity_key(model=_weights_key(model_name, task, stage, profile), dataset=dataset.content_hash(),
                          task=task, concept=concept, stage=stage, profile=profile)
     path = cache_path("pipeline", "convexity", key + ".json")
-    if path.is_file():
+    if distributed.broadcast_object(path.is_file() if distributed.is_main() else None):  # one decision for all
         return pd.DataFrame(load_json(path))[_CONVEXITY_COLUMNS]
 
-    embeddings = model_embeddings(model_name, dataset, profile, stage=stage, task=task)
+    embeddings = model_embeddings(model_name, dataset, profile, stage=stage, task=task)  # sharded under a launcher
+    if not distributed.is_main():  # the graph analysis runs once, on rank 0; the others read its table
+        distributed.barrier()
+        return pd.DataFrame(load_json(path))[_CONVEXITY_COLUMNS]
     labels = concept_labels(dataset, concept)
     layers = layerwise_convexity(
         embeddings.embeddings, labels, n_neighbors=profile.n_neighbors, max_pairs=profile.max_pairs,
@@ -258,6 +262,7 @@ def convexity_by_layer(
     )[_CONVEXITY_COLUMNS]
     table["layer"] = table["layer"].astype(int)
     save_json(path, table.to_dict(orient="records"))
+    distributed.barrier()
     return table
 
 
