@@ -37,9 +37,9 @@ def test_speakers_are_drawn_within_their_ranges():
     for s in speakers:
         assert s.speaker_id.startswith("e") and s.accent in spoken.ACCENTS and s.variant in spoken.VARIANTS
         assert 15 <= s.pitch <= 85 and 15 <= s.pitch_range <= 85 and 130 <= s.rate <= 210
-        assert 0.85 <= s.warp <= 1.18 and 0.1 <= s.rt60 <= 0.5 and 3 <= s.reverb_db <= 15
-        assert 8 <= s.snr_db <= 35 and 0 <= s.noise_slope <= 1
-        assert len(s.mic_gains_db) == len(spoken.MIC_BANDS) and all(abs(g) <= 6 for g in s.mic_gains_db)
+        assert 0.92 <= s.warp <= 1.09 and 0.1 <= s.rt60 <= 0.3 and 10 <= s.reverb_db <= 20
+        assert 20 <= s.snr_db <= 40 and 0 <= s.noise_slope <= 1
+        assert len(s.mic_gains_db) == len(spoken.MIC_BANDS) and all(abs(g) <= 3 for g in s.mic_gains_db)
     assert len({s.accent for s in speakers}) == len(spoken.ACCENTS)  # every accent is drawn
     assert len({s.variant for s in speakers}) > 60
     assert speakers[0].voice == f"{speakers[0].accent}+{speakers[0].variant}"
