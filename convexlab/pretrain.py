@@ -346,8 +346,19 @@ def pretrained_path(
     family = _family_name(family)
     config = config or PretrainConfig()
     model_config = model_config or _miniature_config(family)
-    key = stable_hash(family, _config_dict(model_config), _key_dict(config), OBJECTIVE_VERSION, seed)
+    key = stable_hash(family, _config_dict(model_config), _key_dict(config), OBJECTIVE_VERSION,
+                      _corpus_generator(config), seed)
     return cache_path("pretrained", f"{family}-{key}-seed{seed}")
+
+
+def _corpus_generator(config: PretrainConfig) -> dict[str, Any]:
+    """The pretraining corpus's generator and version: a regenerated corpus (a new SYNTH_VERSION or
+    SPOKEN_VERSION, another espeak-ng) is other audio, so the model trained on it gets another key."""
+    from convexlab import spoken, synth  # here, not at the top: the corpora are only needed for the key
+
+    if config.corpus == "spoken":
+        return {"generator": "spoken", "version": spoken.SPOKEN_VERSION, "espeakng_loader": spoken._loader_version()}
+    return {"generator": "synthetic", "version": synth.SYNTH_VERSION}
 
 
 def ensure_pretrained(

@@ -288,3 +288,17 @@ def test_second_iteration_is_ignored_by_contrastive_families_and_changes_the_key
                       waveforms=tone_clips(16), progress=False)
     assert [e["iteration"] for e in result.log] == [1] * 4
     assert pretrained_path("hubert", config=TINY_RUN) != pretrained_path("hubert", config=config)
+
+
+@pytest.mark.parametrize("corpus, module_name, constant", [("synthetic", "synth", "SYNTH_VERSION"),
+                                                           ("spoken", "spoken", "SPOKEN_VERSION")])
+def test_a_regenerated_pretraining_corpus_gets_another_model_key(corpus, module_name, constant, monkeypatch):
+    """Regression: the key held the corpus's spec but not its generator's version, so a model
+    pretrained on the old audio answered for the new corpus."""
+    import importlib
+
+    config = PretrainConfig(corpus=corpus)
+    before = pretrained_path("hubert", config=config)
+    module = importlib.import_module(f"convexlab.{module_name}")
+    monkeypatch.setattr(module, constant, getattr(module, constant) + 1)
+    assert pretrained_path("hubert", config=config) != before
