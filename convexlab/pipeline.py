@@ -537,8 +537,14 @@ def cut_rules(profile: Profile | str):
 
 
 def _picks_key(model_name: str, task: str, dataset: Any, profile: Profile, rules) -> str:
-    return stable_hash(_CACHE_VERSION, "cut-picks", model_name, task, dataset.content_hash(), profile.n_neighbors,
-                       profile.max_pairs, profile.seed, [(rule.name, rule.description) for rule in rules])
+    """The picks' key: the pretrained weights' key, the clips' digest and the rules' settings."""
+    from convexlab.extract import EXTRACT_VERSION
+
+    return stage_key("cut-picks", _CACHE_VERSION,
+                     inputs={"model": _weights_key(model_name, task, "pretrained", profile),
+                             "dataset": dataset.content_hash()},
+                     params={"task": task, "rules": [(rule.name, rule.description) for rule in rules],
+                             "extract_version": EXTRACT_VERSION, **profile_params(profile, CONVEXITY_FIELDS)})
 
 
 def cut_picks(model_name: str, task: str, profile: Profile | str) -> pd.DataFrame:
