@@ -46,6 +46,8 @@ from convexlab._knn import as_float64_matrix
 from convexlab._paths import sample_pairs
 from convexlab.convexity import best_layer, layerwise_convexity
 from convexlab.finetune import FinetuneResult, finetune_for_profile
+from convexlab.models import load_model
+from convexlab.profiles import Profile, get_profile
 from convexlab.prune import num_transformer_layers, prune
 from convexlab.timing import compare_depths, flops_per_clip
 
@@ -321,8 +323,6 @@ def _run_row(result: FinetuneResult, *, depth: int, seed: int) -> dict:
 def _costs_by_depth(full: FinetuneResult, depths: Sequence[int], profile, *, time_inference: bool) -> dict:
     """depth -> (flops_per_clip, inference_ms or NaN), measured on the full run's finetuned encoder
     (the cost of a forward pass does not depend on the weights)."""
-    from convexlab.models import load_model
-
     encoder = load_model(str(full.model_dir), device=profile.device)
     if time_inference:
         timings = compare_depths(encoder, depths, batch_size=profile.timing_batch_size,
@@ -368,8 +368,6 @@ def pruning_frontier(
     accuracy_std (sample std over seeds; NaN with one seed), n_seeds, train_seconds (mean),
     n_parameters, flops_per_clip, inference_ms (median per batch; NaN unless timed).
     """
-    from convexlab.profiles import Profile, get_profile
-
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     seeds = tuple(int(s) for s in (seeds if seeds is not None else (profile.seed,)))
     if not seeds:

@@ -24,9 +24,17 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from convexlab import distributed
+from convexlab import distributed, frontier as F
 from convexlab.cache import cache_path, load_json, profile_params, save_json, stage_key
+from convexlab.compare import compare_pruned
+from convexlab.convexity import layerwise_convexity
+from convexlab.data import load_task
+from convexlab.extract import EXTRACT_VERSION, layer_embeddings
+from convexlab.finetune import finetune_for_profile, finetune_run_key, finetuned_layer_embeddings
+from convexlab.frontier import pick_depths, pruning_frontier, rule_report
+from convexlab.models import family_of, load_model, model_key
 from convexlab.profiles import Profile, get_profile
+from convexlab.timing import compare_depths, split_cost
 
 __all__ = [
     "CONCEPTS",
@@ -85,8 +93,6 @@ def _check_stage(stage: str) -> str:
 
 
 def _family(model_name: str) -> str:
-    from convexlab.models import family_of
-
     try:
         return family_of(model_name)
     except (KeyError, ValueError):
@@ -103,8 +109,6 @@ def analysis_dataset(task: str, profile: Profile | str, *, split: str = HELD_OUT
     (the word task's validation and test splits, the speaker task's test split); or one split
     name. Returns a :class:`convexlab.data.AudioDataset` (N clips).
     """
-    from convexlab.data import load_task
-
     profile = as_profile(profile)
     dataset = load_task(_check_concept(task), profile)
     if split == HELD_OUT:
@@ -132,8 +136,6 @@ def concept_labels(dataset: Any, concept: str) -> np.ndarray:
 
 def dataset_overview(profile: Profile | str) -> pd.DataFrame:
     """Clips and classes per task and split: columns task, split, clips, classes, clips_per_class."""
-    from convexlab.data import load_task
-
     profile = as_profile(profile)
     rows = []
     for task in CONCEPTS:
@@ -159,8 +161,6 @@ def finetuned_model(model_name: str, task: str, profile: Profile | str, *, num_l
     A :class:`convexlab.finetune.FinetuneResult` (accuracy, training time, ``model_dir``). The
     run is cached by :mod:`convexlab.finetune`, so chapters 5 and 6 share it.
     """
-    from convexlab.finetune import finetune_for_profile
-
     return finetune_for_profile(model_name, _check_concept(task), as_profile(profile), num_layers=num_layers)
 
 
@@ -171,9 +171,6 @@ def model_embeddings(model_name: str, dataset: Any, profile: Profile | str, *, s
     ``embeddings`` has shape (L + 1, N, D). ``stage="finetuned"`` uses the encoder of the model
     finetuned on ``task`` (which must then be given).
     """
-    from convexlab.extract import layer_embeddings
-    from convexlab.finetune import finetuned_layer_embeddings
-
     profile = as_profile(profile)
     if _check_stage(stage) == "pretrained":
         return layer_embeddings(model_name, dataset, profile=profile, device=profile.device,
@@ -198,8 +195,6 @@ CONVEXITY_FIELDS = ("n_per_class", "n_neighbors", "max_pairs", "n_bootstrap", "s
 def _convexity_key(*, model: str, dataset: str, task: str, concept: str, stage: str, profile: Profile) -> str:
     """A table's key: the key of the weights measured (a model's, or a finetuning run's), the digest
     of the clips measured, and the table's own parameters (:data:`CONVEXITY_FIELDS`)."""
-    from convexlab.extract import EXTRACT_VERSION
-
     return stage_key("convexity-table", _CACHE_VERSION, inputs={"model": model, "dataset": dataset},
                      params={"task": task, "concept": concept, "stage": stage, "extract_version": EXTRACT_VERSION,
                              **profile_params(profile, CONVEXITY_FIELDS)})
@@ -208,11 +203,7 @@ def _convexity_key(*, model: str, dataset: str, task: str, concept: str, stage: 
 def _weights_key(model_name: str, task: str, stage: str, profile: Profile) -> str:
     """The key of the weights a table measures: the model's own, or its finetuning run's for ``task``."""
     if stage == "finetuned":
-        from convexlab.finetune import finetune_run_key
-
         return finetune_run_key(model_name, task, profile)
-    from convexlab.models import model_key
-
     return model_key(model_name, seed=profile.seed)
 
 
@@ -234,8 +225,6 @@ def convexity_by_layer(
     ci_low, ci_high (bootstrap interval), p_best (bootstrap probability that the layer is the
     most convex), n_clips, n_classes. Cached.
     """
-    from convexlab.convexity import layerwise_convexity
-
     profile = as_profile(profile)
     concept = _check_concept(concept or task)
     _check_concept(task)
@@ -327,8 +316,6 @@ def pruning_results(profile: Profile | str, *, tasks: Sequence[str] = CONCEPTS) 
     train_time_change and inference_time_change (relative: −0.25 = 25 % faster),
     parameters_change and flops_change (relative). Changes are fractions, not percent.
     """
-    from convexlab.compare import compare_pruned
-
     profile = as_profile(profile)
     rows = []
     for model in profile.models:
@@ -360,9 +347,6 @@ def inference_by_depth(
     (interquartile range around the median), gflops_per_clip, batch_size, dtype, device. Not cached: timings
     belong to the machine they were measured on.
     """
-    from convexlab.models import load_model
-    from convexlab.timing import compare_depths
-
     profile = as_profile(profile)
     batch_size = batch_size or profile.timing_batch_size
     full = load_model(model_name, device=profile.device, seed=profile.seed)
@@ -385,8 +369,6 @@ def depth_cost_split(by_depth: pd.DataFrame) -> pd.DataFrame:
     (of the full model's time and FLOPs), fixed_gflop_per_s and layer_gflop_per_s (the FLOP rate
     each part achieves). See :func:`convexlab.timing.split_cost`.
     """
-    from convexlab.timing import split_cost
-
     rows = []
     for model, table in by_depth.groupby("model", sort=False):
         split = split_cost(table["num_layers"], table["time_ms"] / 1e3, table["gflops_per_clip"] * 1e9,
@@ -529,8 +511,6 @@ def cut_rules(profile: Profile | str):
     """The layer-selection rules of :data:`convexlab.frontier.RULES`, with the graph-convexity rule
     measured exactly as :func:`choose_layer` measures it (the profile's k, pairs budget and seed),
     so that its pick is the pruning chapter's layer."""
-    from convexlab import frontier as F
-
     profile = as_profile(profile)
     graph = F.graph_convexity_rule(n_neighbors=profile.n_neighbors, max_pairs=profile.max_pairs, seed=profile.seed)
     return tuple(graph if rule.name == graph.name else rule for rule in F.RULES)
@@ -548,8 +528,6 @@ def cut_picks(model_name: str, task: str, profile: Profile | str) -> pd.DataFram
     Columns: rule, depth (1..L), uses_labels, description. Cached, keyed by the model, the task,
     the clips' content and the rules' settings.
     """
-    from convexlab.frontier import pick_depths
-
     profile = as_profile(profile)
     dataset = analysis_dataset(_check_concept(task), profile)
     rules = cut_rules(profile)
@@ -590,8 +568,6 @@ def cut_study(
     train_seconds, train_time_saved (1 − training time / the full model's), n_parameters,
     flops_per_clip, flops_saved (1 − FLOPs / the full model's).
     """
-    from convexlab.frontier import pruning_frontier, rule_report
-
     profile = as_profile(profile)
     models = list(models) if models is not None else list(profile.models)
     rows, frontiers, all_picks = [], {}, {}

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from pandas.io.formats.style import Styler
+from convexlab.models import family_of
 
 __all__ = [
     "MODEL_COLORS",
@@ -100,8 +101,6 @@ def guess_family(model_name: str) -> str:
     name is returned unchanged and drawn in grey.
     """
     try:
-        from convexlab.models import family_of
-
         return family_of(model_name)
     except Exception:  # noqa: BLE001 - an unknown name is allowed in a figure
         pass
