@@ -21,11 +21,11 @@ import numpy as np
 import soundfile as sf
 
 from convexlab.cache import cache_path, file_digest, stable_hash
+from convexlab.families import SAMPLE_RATE
 from convexlab.profiles import get_profile
 from convexlab.spoken import spoken_corpus
 from convexlab.synth import synthetic_corpus
 
-SAMPLE_RATE = 16_000  # Speech Commands clips are 16 kHz mono
 CLIP_SAMPLES = 16_000  # clips are padded or cut to one second
 
 __all__ = [

@@ -58,6 +58,7 @@ from convexlab._progress import show_bars, transformers_bars
 from convexlab.cache import atomic_dir, cache_path, load_json, profile_params, save_json, stable_hash, stage_key
 from convexlab.data import load_task
 from convexlab.extract import extract_layers
+from convexlab.families import TASKS
 from convexlab.models import feature_extractor_for, load_model, model_key
 from convexlab.profiles import Profile, get_profile
 from convexlab.prune import count_parameters, num_transformer_layers, prune
@@ -75,7 +76,6 @@ __all__ = [
 ]
 
 FINETUNE_VERSION = 1  # bump when training changes meaning, so cached runs are not reused
-_TASKS = ("word", "speaker")
 BATCH_IDS_FILE = "batch_ids.json"
 RESULT_FILE = "result.json"
 KEY_FILE = "run_key.json"  # the key of the run a folder belongs to, written before training starts
@@ -213,7 +213,7 @@ class _SaveBatchLog(TrainerCallback):
 
 
 def _check_task(task: str) -> str:
-    if task not in _TASKS:
+    if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; use 'word' or 'speaker'")
     return task
 

@@ -30,9 +30,10 @@ from convexlab.compare import compare_pruned
 from convexlab.convexity import layerwise_convexity
 from convexlab.data import load_task
 from convexlab.extract import EXTRACT_VERSION, layer_embeddings
+from convexlab.families import TASKS
 from convexlab.finetune import finetune_for_profile, finetune_run_key, finetuned_layer_embeddings
 from convexlab.frontier import pick_depths, pruning_frontier, rule_report
-from convexlab.models import family_of, load_model, model_key
+from convexlab.models import family_or_name, load_model, model_key
 from convexlab.profiles import Profile, get_profile
 from convexlab.timing import compare_depths, split_cost
 
@@ -67,7 +68,7 @@ __all__ = [
     "cut_rule_summary",
 ]
 
-CONCEPTS = ("word", "speaker")  # the two concepts of the paper; each is also a task
+CONCEPTS = TASKS  # the two concepts of the paper; each is also a task
 STAGES = ("pretrained", "finetuned")  # which weights a convexity curve was measured on
 HELD_OUT = "held-out"  # every clip outside the train split: what convexity is measured on
 _CACHE_VERSION = 1  # bump when the content of a cached table changes meaning
@@ -90,13 +91,6 @@ def _check_stage(stage: str) -> str:
     if stage not in STAGES:
         raise ValueError(f"Unknown stage {stage!r}; use one of {list(STAGES)}")
     return stage
-
-
-def _family(model_name: str) -> str:
-    try:
-        return family_of(model_name)
-    except (KeyError, ValueError):
-        return str(model_name)
 
 
 # --------------------------------------------------------------------------- data
@@ -246,7 +240,7 @@ def convexity_by_layer(
         seed=profile.seed, n_bootstrap=profile.n_bootstrap, progress=progress,
     )
     table = layers.assign(
-        model=model_name, family=_family(model_name), task=task, concept=concept, stage=stage,
+        model=model_name, family=family_or_name(model_name), task=task, concept=concept, stage=stage,
         n_clips=len(labels), n_classes=len(set(labels.tolist())),
     )[_CONVEXITY_COLUMNS]
     table["layer"] = table["layer"].astype(int)
@@ -322,7 +316,7 @@ def pruning_results(profile: Profile | str, *, tasks: Sequence[str] = CONCEPTS) 
         for task in tasks:
             layer = choose_layer(model, task, profile)
             comparison = compare_pruned(model, task, layer, profile=profile)
-            rows.append({"model": model, "family": _family(model), "task": task, **_comparison_row(comparison)})
+            rows.append({"model": model, "family": family_or_name(model), "task": task, **_comparison_row(comparison)})
     return pd.DataFrame(rows)
 
 
@@ -355,7 +349,7 @@ def inference_by_depth(
     rows = []
     for depth, timing in timings.items():
         median, iqr = 1000 * timing.seconds_per_batch, 1000 * timing.seconds_per_batch_iqr
-        rows.append({"model": model_name, "family": _family(model_name), "num_layers": depth, "time_ms": median,
+        rows.append({"model": model_name, "family": family_or_name(model_name), "num_layers": depth, "time_ms": median,
                      "time_low": median - iqr / 2, "time_high": median + iqr / 2,
                      "gflops_per_clip": timing.flops_per_clip / 1e9, "batch_size": batch_size,
                      "dtype": profile.dtype, "device": profile.device})
@@ -499,7 +493,7 @@ class CutStudy:
     def frontier_table(self) -> pd.DataFrame:
         """Every frontier's per-depth table in one: model, family, task, n_layers, depth, accuracy,
         accuracy_std, train_seconds, n_parameters, flops_per_clip, oracle (True at the oracle depth)."""
-        tables = [frontier.table.assign(model=model, family=_family(model), task=task, n_layers=frontier.n_layers,
+        tables = [frontier.table.assign(model=model, family=family_or_name(model), task=task, n_layers=frontier.n_layers,
                                         oracle=frontier.table["depth"] == frontier.oracle_depth)
                   for (model, task), frontier in self.frontiers.items()]
         columns = ["model", "family", "task", "n_layers", "depth", "accuracy", "accuracy_std", "train_seconds",
@@ -578,7 +572,7 @@ def cut_study(
             report = rule_report(frontier, picks)
             full = frontier.table.set_index("depth").loc[frontier.n_layers]
             report = report.assign(
-                model=model, family=_family(model), task=task, n_layers=frontier.n_layers,
+                model=model, family=family_or_name(model), task=task, n_layers=frontier.n_layers,
                 uses_labels=report["rule"].map(dict(zip(picks["rule"], picks["uses_labels"]))),
                 full_accuracy=frontier.full_accuracy,
                 within_tolerance=report["gap_to_full"] <= tolerance + 1e-12,

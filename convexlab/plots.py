@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from pandas.io.formats.style import Styler
-from convexlab.models import family_of
+from convexlab.models import family_or_name
 
 __all__ = [
     "MODEL_COLORS",
@@ -94,21 +94,10 @@ STAGE_LINESTYLES: dict[str, str] = {"pretrained": "--", "finetuned": "-", "prune
 
 
 def guess_family(model_name: str) -> str:
-    """The family ("wav2vec2", "wavlm", "hubert", "ccc-wav2vec2") a model name belongs to.
-
-    Uses :func:`convexlab.models.family_of` when that module is available and falls back to
-    the name itself, so a plot never fails just because a name is unusual; an unrecognised
-    name is returned unchanged and drawn in grey.
-    """
-    try:
-        return family_of(model_name)
-    except Exception:  # noqa: BLE001 - an unknown name is allowed in a figure
-        pass
-    lowered = str(model_name).lower()
-    for family in ("ccc-wav2vec2", "wavlm", "hubert", "wav2vec2"):  # "ccc" before its parent name
-        if family in lowered or family.replace("-", "_") in lowered:
-            return family
-    return str(model_name)
+    """The family ("wav2vec2", "wavlm", "hubert", "ccc-wav2vec2") a model name belongs to, or the
+    name itself (drawn in grey) so that a plot never fails on an unusual name:
+    :func:`convexlab.models.family_or_name`."""
+    return family_or_name(model_name)
 
 
 def family_style(family: str) -> LineStyle:

@@ -12,7 +12,11 @@ The result is an ordinary Hugging Face model folder in the cache,
 config, the :class:`PretrainConfig` and :data:`OBJECTIVE_VERSION`; beside the weights,
 ``training_log.json`` holds the loss per step. :func:`ensure_pretrained` trains on first use
 (with a progress bar) and reuses the folder afterwards; ``convexlab.models.load_model`` calls it
-for the miniature names, and ``python -m convexlab pretrain`` runs it from the shell.
+for the miniature names, and ``python -m convexlab pretrain`` (:mod:`convexlab.cli`) runs it
+from the shell.
+
+Layering: this module imports :mod:`convexlab.models` at its top (for :func:`miniature_config`);
+``models`` reaches back here only inside the two functions that need a pretrained miniature.
 """
 
 from __future__ import annotations
