@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 from convexlab import distributed, frontier as F
-from convexlab.cache import cache_path, load_json, profile_params, save_json, stage_key
+from convexlab.cache import cache_path, load_json, profile_params, save_json, stable_hash, stage_key
 from convexlab.compare import compare_pruned
-from convexlab.convexity import layerwise_convexity
+from convexlab.convexity import best_layer, layerwise_convexity, pruning_depth
 from convexlab.data import load_task
 from convexlab.extract import EXTRACT_VERSION, layer_embeddings
 from convexlab.families import TASKS
@@ -270,7 +270,7 @@ def best_layers(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for values, curve in table.groupby(keys, sort=False):
         curve = curve.sort_values("layer")
-        best = curve.loc[curve["score"].idxmax()]  # idxmax returns the first maximum: the shallowest
+        best = curve[curve["layer"] == best_layer(curve)].iloc[0]
         n_layers = int(curve["layer"].max())
         rows.append({**dict(zip(keys, values)), "best_layer": int(best["layer"]), "n_layers": n_layers,
                      "score": float(best["score"]), "p_best": float(best.get("p_best", np.nan)),
@@ -282,7 +282,7 @@ def choose_layer(model_name: str, task: str, profile: Profile | str) -> int:
     """The pruning layer of the paper's rule: the most convex layer of the *pretrained* model
     for the task's own concept (at least 1, so that at least one transformer layer is kept)."""
     table = convexity_by_layer(model_name, task, profile, stage="pretrained")
-    return max(1, int(best_layers(table)["best_layer"].iloc[0]))
+    return pruning_depth(best_layer(table), int(table["layer"].max()))
 
 
 def before_after_convexity(
@@ -440,8 +440,8 @@ def convexity_change(table: pd.DataFrame) -> pd.DataFrame:
             "model": model, "family": family, "task": task, "concept": concept,
             "last_before": float(before["score"].iloc[-1]), "last_after": float(after["score"].iloc[-1]),
             "last_change": float(after["score"].iloc[-1] - before["score"].iloc[-1]),
-            "best_before": int(before.loc[before["score"].idxmax(), "layer"]),
-            "best_after": int(after.loc[after["score"].idxmax(), "layer"]),
+            "best_before": int(best_layer(before)),
+            "best_after": int(best_layer(after)),
         })
     return pd.DataFrame(rows)
 

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from pandas.io.formats.style import Styler
+from convexlab.convexity import best_layer
 from convexlab.models import family_or_name
 
 __all__ = [
@@ -268,7 +269,7 @@ def _draw_curve(ax: plt.Axes, rows: pd.DataFrame, style: dict, *, label: str, ba
     if band and {"ci_low", "ci_high"} <= set(rows.columns) and rows["ci_low"].notna().any():
         ax.fill_between(rows["layer"], rows["ci_low"], rows["ci_high"], color=style["color"], alpha=0.15, linewidth=0)
     if mark_best and len(rows):
-        best = rows.loc[rows["score"].idxmax()]
+        best = rows[rows["layer"] == best_layer(rows)].iloc[0]
         ax.plot(
             [best["layer"]], [best["score"]], marker="*", markersize=14, color=style["color"],
             markeredgecolor="black", markeredgewidth=0.6, linestyle="none",
