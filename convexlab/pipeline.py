@@ -24,7 +24,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from convexlab import distributed, frontier as F
+# frontier and models as modules: their functions are looked up at call time (tests replace them)
+from convexlab import distributed, frontier as F, models
 from convexlab.cache import cache_path, load_json, profile_params, save_json, stable_hash, stage_key
 from convexlab.compare import compare_pruned
 from convexlab.convexity import best_layer, layerwise_convexity, pruning_depth
@@ -32,8 +33,7 @@ from convexlab.data import load_task
 from convexlab.extract import EXTRACT_VERSION, layer_embeddings
 from convexlab.families import TASKS
 from convexlab.finetune import finetune_for_profile, finetune_run_key, finetuned_layer_embeddings
-from convexlab.frontier import pick_depths, pruning_frontier, rule_report
-from convexlab.models import family_or_name, load_model, model_key
+from convexlab.models import family_or_name, load_model
 from convexlab.profiles import Profile, get_profile
 from convexlab.timing import compare_depths, split_cost
 
@@ -198,7 +198,7 @@ def _weights_key(model_name: str, task: str, stage: str, profile: Profile) -> st
     """The key of the weights a table measures: the model's own, or its finetuning run's for ``task``."""
     if stage == "finetuned":
         return finetune_run_key(model_name, task, profile)
-    return model_key(model_name, seed=profile.seed)
+    return models.model_key(model_name, seed=profile.seed)
 
 
 def convexity_by_layer(
@@ -529,7 +529,7 @@ def cut_picks(model_name: str, task: str, profile: Profile | str) -> pd.DataFram
     if path.is_file():
         return pd.DataFrame(load_json(path))
     embeddings = model_embeddings(model_name, dataset, profile)
-    picks = pick_depths(embeddings.embeddings, concept_labels(dataset, task), rules=rules)
+    picks = F.pick_depths(embeddings.embeddings, concept_labels(dataset, task), rules=rules)
     save_json(path, picks.to_dict(orient="records"))
     return picks
 
@@ -568,8 +568,8 @@ def cut_study(
     for model in models:
         for task in tasks:
             picks = cut_picks(model, _check_concept(task), profile)
-            frontier = pruning_frontier(model, task, profile, seeds=seeds, tolerance=tolerance)
-            report = rule_report(frontier, picks)
+            frontier = F.pruning_frontier(model, task, profile, seeds=seeds, tolerance=tolerance)
+            report = F.rule_report(frontier, picks)
             full = frontier.table.set_index("depth").loc[frontier.n_layers]
             report = report.assign(
                 model=model, family=family_or_name(model), task=task, n_layers=frontier.n_layers,
