@@ -40,6 +40,10 @@ from typing import Any, Iterable, Sequence
 import yaml
 
 from convexlab.cache import cache_path, save_json, stable_hash
+from convexlab.data import corpus_root
+from convexlab.models import FAMILIES
+from convexlab.pretrain import ensure_pretrained
+from convexlab.profiles import get_profile
 
 __all__ = [
     "ChapterRun",
@@ -247,11 +251,6 @@ def prepare_profile(profile: str = "lite", *, parameters: dict[str, Any] | None 
     Every chapter would do this itself on first use; doing it up front keeps each chapter's
     execution time about the chapter's own work.
     """
-    from convexlab.data import corpus_root
-    from convexlab.models import FAMILIES
-    from convexlab.pretrain import ensure_pretrained
-    from convexlab.profiles import get_profile
-
     start = time.perf_counter()
     parameters = dict(parameters or {})
     fields = {f.name for f in dataclasses.fields(get_profile())}

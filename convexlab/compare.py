@@ -14,7 +14,6 @@ less).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,13 +21,13 @@ from typing import Any
 import pandas as pd
 
 from convexlab import distributed
-from convexlab._argtypes import UsageError, positive_int
 from convexlab._progress import transformers_bars
 from convexlab.cache import cache_path, load_json, profile_params, save_json, stage_key
 from convexlab.finetune import FinetuneResult, finetune_for_profile
+from convexlab.profiles import Profile, get_profile
 from convexlab.timing import InferenceTiming, compare_inference
 
-__all__ = ["PruneComparison", "compare_pruned", "add_prune_compare_cli"]
+__all__ = ["PruneComparison", "compare_pruned"]
 
 COMPARE_VERSION = 1  # bump when the comparison changes meaning, so cached ones are recomputed
 # What the comparison reads of the profile besides its two runs (whose keys carry the rest): the
@@ -164,8 +163,6 @@ def compare_pruned(
     """
     from transformers import AutoModelForAudioClassification
 
-    from convexlab.profiles import Profile, get_profile
-
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     batch_size = timing_batch_size or profile.timing_batch_size
     repeats = timing_repeats or profile.timing_repeats
@@ -209,59 +206,3 @@ def compare_pruned(
     save_json(path, comparison.to_dict())
     distributed.barrier()
     return comparison
-
-
-# --------------------------------------------------------------------------- CLI stage
-
-
-def add_prune_compare_cli(subparsers) -> argparse.ArgumentParser:
-    """Register ``python -m convexlab prune-compare``."""
-    parser = subparsers.add_parser(
-        "prune-compare",
-        help="finetune a model full and pruned at a layer; print accuracy and cost changes",
-        description=(
-            "Finetune MODEL for TASK in full and pruned at LAYER with the profile's data and hyper-parameters, "
-            "time both, and print the paper's table. Runs are cached; a second call is instant."
-        ),
-    )
-    parser.add_argument("--model", required=True, help="miniature name, hub id or local model folder")
-    parser.add_argument("--task", required=True, choices=["word", "speaker"])
-    parser.add_argument("--layer", required=True,
-                        help="transformer layers to keep (1..L), or 'auto' for the most convex layer of the task's concept")
-    parser.add_argument("--profile", default="lite", help="profile preset: lite, paper or large (default: lite)")
-    parser.add_argument("--device", default=None, help="override the profile's device (cpu, cuda)")
-    parser.add_argument("--timing-batch-size", type=positive_int, default=None, help="clips per timed forward pass")
-    parser.add_argument("--timing-repeats", type=positive_int, default=None, help="timed forward passes per model")
-    parser.add_argument("--json", default=None, help="also write the whole comparison as JSON to this file")
-    parser.set_defaults(handler=_prune_compare_command)
-    return parser
-
-
-def _prune_compare_command(args: argparse.Namespace) -> int:
-    from convexlab.profiles import get_profile
-
-    try:
-        profile = get_profile(args.profile, device=args.device)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    if args.layer == "auto":
-        from convexlab.pipeline import choose_layer
-
-        layer = choose_layer(args.model, args.task, profile)
-    else:
-        try:
-            layer = int(args.layer)
-        except ValueError:
-            raise SystemExit(f"--layer must be an integer or 'auto', got {args.layer!r}") from None
-    comparison = compare_pruned(args.model, args.task, layer, profile=profile,
-                                timing_batch_size=args.timing_batch_size, timing_repeats=args.timing_repeats)
-    if not distributed.is_main():  # one table, printed and written by rank 0
-        return 0
-    print(f"{args.model}, {args.task} task, pruned at layer {layer} of {comparison.n_layers} "
-          f"(profile {profile.name}, {comparison.full_inference.context.get('device_name')})")
-    with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
-        print(comparison.table)
-    if args.json:
-        save_json(args.json, comparison.to_dict())
-        print(f"wrote {args.json}")
-    return 0

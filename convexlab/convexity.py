@@ -41,6 +41,7 @@ __all__ = [
     "graph_convexity",
     "layerwise_convexity",
     "best_layer",
+    "pruning_depth",
     "shortest_path_scores",
     "plot_convexity_graph",
     "knn_graph",
@@ -323,11 +324,25 @@ def layerwise_convexity(
 
 
 def best_layer(table: pd.DataFrame, *, column: str = "score") -> Hashable:
-    """The layer with the highest ``column`` in a ``layerwise_convexity`` table (the first on ties)."""
+    """The layer with the highest ``column`` in a ``layerwise_convexity`` table; on ties the
+    shallowest (it gives the smaller model). The one "most convex layer" of the package."""
     if column not in table.columns or "layer" not in table.columns or table.empty:
         raise ValueError(f"Expected a non-empty layerwise_convexity table with columns 'layer' and {column!r}; "
                          f"got columns {list(table.columns)}.")
+    table = table.sort_values("layer", kind="stable")
     return table["layer"].iloc[int(np.argmax(table[column].to_numpy()))]
+
+
+def pruning_depth(layer: Hashable, n_layers: int) -> int:
+    """The depth to prune at for a chosen hidden-state index: ``layer`` clamped to 1..n_layers.
+
+    Hidden state 0 is the input of the first transformer layer; pruning there keeps no
+    transformer layer, so every rule keeps at least one. The paper's rule is
+    ``pruning_depth(best_layer(table), n_layers)``.
+    """
+    if n_layers < 1:
+        raise ValueError(f"n_layers must be >= 1; got {n_layers}.")
+    return int(min(max(1, int(layer)), n_layers))
 
 
 @dataclass(frozen=True)

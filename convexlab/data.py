@@ -21,8 +21,11 @@ import numpy as np
 import soundfile as sf
 
 from convexlab.cache import cache_path, file_digest, stable_hash
+from convexlab.families import SAMPLE_RATE
+from convexlab.profiles import get_profile
+from convexlab.spoken import spoken_corpus
+from convexlab.synth import synthetic_corpus
 
-SAMPLE_RATE = 16_000  # Speech Commands clips are 16 kHz mono
 CLIP_SAMPLES = 16_000  # clips are padded or cut to one second
 
 __all__ = [
@@ -459,8 +462,6 @@ def corpus_root(profile) -> Path:
     words, ``profile.n_speakers`` speakers and ``profile.n_repetitions`` repetitions.
     """
     if profile.corpus == "spoken":
-        from convexlab.spoken import spoken_corpus
-
         if profile.data_root is not None:
             return Path(profile.data_root).expanduser()
         return spoken_corpus(
@@ -468,8 +469,6 @@ def corpus_root(profile) -> Path:
             seed=profile.seed,
         )
     if profile.corpus == "synthetic":
-        from convexlab.synth import synthetic_corpus
-
         if profile.data_root is not None:
             return Path(profile.data_root).expanduser()
         return synthetic_corpus(
@@ -489,8 +488,6 @@ def load_task(task: str, profile) -> AudioDataset:
     ``profile.speaker_split`` says (:func:`speaker_task`). Subsample
     for the convexity analysis with ``.subsample(profile.n_per_class, seed=profile.seed)``.
     """
-    from convexlab.profiles import get_profile
-
     profile = get_profile(profile)
     root = corpus_root(profile)
     if task == "word":

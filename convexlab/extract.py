@@ -23,7 +23,6 @@ chunks finished so far and no ``embeddings.npz``; the rerun computes only the mi
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import re
@@ -39,14 +38,13 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from convexlab import distributed
-from convexlab._argtypes import UsageError, nonnegative_int, positive_int
 from convexlab._progress import tqdm_disable
 from convexlab.cache import atomic_write, cache_path, stable_hash, stage_key
 from convexlab.data import SAMPLE_RATE, AudioDataset
 from convexlab.models import VOLATILE_CONFIG_KEYS, feature_extractor_for, load_model, torch_dtype
+from convexlab.profiles import get_profile
 
-__all__ = ["LayerEmbeddings", "pooled_hidden_states", "extract_layers", "layer_embeddings", "model_fingerprint",
-           "add_extract_cli"]
+__all__ = ["LayerEmbeddings", "pooled_hidden_states", "extract_layers", "layer_embeddings", "model_fingerprint"]
 
 EXTRACT_VERSION = 1  # bump when the extraction's output changes for the same inputs (invalidates caches)
 POOLING = "mean-over-unpadded-frames"
@@ -291,8 +289,6 @@ def layer_embeddings(
     ``device``, ``dtype``, ``batch_size`` and ``seed`` default to the profile's (``"lite"`` when
     no profile is given).
     """
-    from convexlab.profiles import get_profile
-
     profile = get_profile(profile if profile is not None else "lite")
     device = device or profile.device
     dtype = torch_dtype(dtype or profile.dtype)
@@ -304,69 +300,3 @@ def layer_embeddings(
                             progress=progress, model_id=model_name)
     result.meta.update(pretrained=pretrained, seed=seed, profile=profile.name)
     return result
-
-
-def add_extract_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``python -m convexlab extract``."""
-    parser = subparsers.add_parser(
-        "extract",
-        help="extract and cache the mean-pooled hidden states of every layer",
-        description="Extract the mean-pooled hidden states of every layer for a task's clips and cache them.",
-    )
-    parser.add_argument("--model", action="append", required=True,
-                        help="miniature name, hub id or local folder; repeat it, or 'all' for the profile's models")
-    parser.add_argument("--task", choices=["word", "speaker"], default="word")
-    parser.add_argument("--profile", default="lite", help="profile preset (lite, paper, large)")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override one profile field, e.g. --set n_speakers=8 (repeatable)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the profile's)")
-    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--batch-size", type=positive_int, default=None)
-    parser.add_argument("--n-per-class", type=nonnegative_int, default=None,
-                        help="clips per class (default: the profile's n_per_class; 0 for all)")
-    parser.add_argument("--split", default=None, help="only this split (train, validation, test)")
-    parser.add_argument("--untrained", action="store_true", help="random weights instead of the pretrained ones")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.set_defaults(handler=_run_extract_cli)
-
-
-def _parse_overrides(items: list[str]) -> dict:
-    """``["n_words=3", "device=cpu"]`` -> ``{"n_words": 3, "device": "cpu"}`` (JSON values, else strings)."""
-    overrides = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise UsageError(f"--set expects FIELD=VALUE, got {item!r}")
-        try:
-            overrides[name] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[name] = value
-    return overrides
-
-
-def _run_extract_cli(args: argparse.Namespace) -> int:
-    from convexlab.data import load_task
-    from convexlab.profiles import get_profile
-
-    try:
-        profile = get_profile(args.profile, **_parse_overrides(args.set))
-    except (ValueError, TypeError) as err:
-        raise UsageError(str(err)) from None
-    with distributed.main_process_first(args.device or profile.device):  # a synthetic corpus is made once
-        dataset = load_task(args.task, profile)
-    if args.split:
-        dataset = dataset.subset(args.split)
-    n_per_class = profile.n_per_class if args.n_per_class is None else (args.n_per_class or None)
-    if n_per_class:
-        dataset = dataset.subsample(n_per_class, seed=profile.seed)
-    models = [m for name in args.model for m in (profile.models if name == "all" else [name])]
-    for model_name in models:
-        result = layer_embeddings(model_name, dataset, profile=profile, device=args.device, dtype=args.dtype,
-                                  batch_size=args.batch_size, pretrained=not args.untrained,
-                                  progress=False if args.no_progress else None)
-        status = "cached" if result.meta.get("cache_hit") else "extracted"
-        if not distributed.is_main():
-            continue
-        print(f"{model_name}: {status} {args.task} embeddings {tuple(result.embeddings.shape)} "
-              f"(layers+1, clips, width) -> {result.meta['cache_file']}")
-    return 0

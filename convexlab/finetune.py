@@ -56,7 +56,11 @@ from transformers.trainer_utils import get_last_checkpoint
 from convexlab import distributed
 from convexlab._progress import show_bars, transformers_bars
 from convexlab.cache import atomic_dir, cache_path, load_json, profile_params, save_json, stable_hash, stage_key
-from convexlab.models import model_key
+from convexlab.data import load_task
+from convexlab.extract import extract_layers
+from convexlab.families import TASKS
+from convexlab.models import feature_extractor_for, load_model, model_key
+from convexlab.profiles import Profile, get_profile
 from convexlab.prune import count_parameters, num_transformer_layers, prune
 from convexlab.timing import TrainingTimer, TrainingTiming, timing_context
 
@@ -72,7 +76,6 @@ __all__ = [
 ]
 
 FINETUNE_VERSION = 1  # bump when training changes meaning, so cached runs are not reused
-_TASKS = ("word", "speaker")
 BATCH_IDS_FILE = "batch_ids.json"
 RESULT_FILE = "result.json"
 KEY_FILE = "run_key.json"  # the key of the run a folder belongs to, written before training starts
@@ -210,7 +213,7 @@ class _SaveBatchLog(TrainerCallback):
 
 
 def _check_task(task: str) -> str:
-    if task not in _TASKS:
+    if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; use 'word' or 'speaker'")
     return task
 
@@ -369,8 +372,6 @@ def finetune(
     ``callbacks``: extra ``TrainerCallback``s (not part of the cache key: they must not change
     the result).
     """
-    from convexlab.models import feature_extractor_for, load_model
-
     task = _check_task(dataset.task)
     if epochs <= 0 or batch_size < 1 or learning_rate <= 0:
         raise ValueError(
@@ -584,8 +585,6 @@ def training_dataset(task: str, profile) -> Any:
     """The dataset a profile finetunes on: ``load_task(task, profile)`` with its train split capped
     at ``profile.max_train_per_class`` clips per class (drawn with ``profile.seed``) when that is
     set; the other splits are kept whole, so evaluation does not change with the cap."""
-    from convexlab.data import load_task
-
     dataset = load_task(_check_task(task), profile)
     if profile.max_train_per_class is None:
         return dataset
@@ -597,8 +596,6 @@ def finetune_for_profile(model_name: str, task: str, profile, *, num_layers: int
     """:func:`finetune` with the data, sizes and hyper-parameters of a :class:`convexlab.Profile`
     (``finetune_epochs``, ``finetune_batch_size``, ``learning_rate``, ``finetune_head_learning_rate``,
     ``finetune_spec_augment``, ``max_train_per_class``, ``seed``, ``device``); ``overrides`` are passed on to :func:`finetune`. Cached like it."""
-    from convexlab.profiles import Profile, get_profile
-
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     kwargs = profile_arguments(profile) | overrides
     return finetune(model_name, training_dataset(task, profile), num_layers=num_layers, **kwargs)
@@ -611,8 +608,6 @@ def finetune_run_key(model_name: str, task: str, profile, *, num_layers: int | N
     Built by the same code as the run's own key: the starting weights' key
     (:func:`convexlab.models.model_key`), the training set's content hash, and every argument."""
     import inspect
-
-    from convexlab.profiles import Profile, get_profile
 
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     defaults = {name: p.default for name, p in inspect.signature(finetune).parameters.items()
@@ -634,22 +629,9 @@ def finetuned_layer_embeddings(result_or_path: FinetuneResult | str | os.PathLik
     :class:`convexlab.extract.LayerEmbeddings` with ``embeddings`` of shape (L + 1, N, D), where L is
     the finetuned model's depth; labels of both concepts travel with it (``words``, ``speakers``).
     """
-    from convexlab.extract import extract_layers
-    from convexlab.models import load_model
-
     model_dir = result_or_path.model_dir if isinstance(result_or_path, FinetuneResult) else Path(result_or_path)
     if not (Path(model_dir) / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir} holds no finetuned model (no config.json); run finetune() first")
     encoder = load_model(str(model_dir), device=device, dtype=dtype)  # AutoModel: the encoder without the head
     return extract_layers(encoder, dataset, batch_size=batch_size, device=device, dtype=dtype, cache=cache,
                           progress=progress)
-
-
-def __getattr__(name: str):
-    # compare_pruned lives in convexlab.compare (it builds on this module); it is also reachable
-    # here because the book's pipeline imports it from convexlab.finetune.
-    if name in ("compare_pruned", "PruneComparison"):
-        from convexlab import compare
-
-        return getattr(compare, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

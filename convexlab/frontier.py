@@ -21,8 +21,9 @@ the first transformer layer), and their labels to a depth in 1..L:
   or above a threshold (0.95): the layers above it add little (the follow-up's redundancy idea).
 - ``keep-all`` and ``keep-half`` (ceil(L / 2)): the trivial baselines.
 
-Every rule's layer goes through :func:`keep_at_least_one`: depth 0 keeps no transformer layer,
-so a rule that picks hidden state 0 prunes at depth 1. :func:`pick_depths` applies the rules,
+Every rule's layer goes through :func:`convexlab.convexity.pruning_depth` (re-exported here as
+``keep_at_least_one``): depth 0 keeps no transformer layer, so a rule that picks hidden state 0
+prunes at depth 1. :func:`pick_depths` applies the rules,
 :func:`rule_report` measures each pick against the frontier; the figure is
 :func:`convexlab.plots.plot_frontier`.
 
@@ -44,8 +45,10 @@ import torch
 
 from convexlab._knn import as_float64_matrix
 from convexlab._paths import sample_pairs
-from convexlab.convexity import best_layer, layerwise_convexity
+from convexlab.convexity import best_layer, layerwise_convexity, pruning_depth
 from convexlab.finetune import FinetuneResult, finetune_for_profile
+from convexlab.models import load_model
+from convexlab.profiles import Profile, get_profile
 from convexlab.prune import num_transformer_layers, prune
 from convexlab.timing import compare_depths, flops_per_clip
 
@@ -148,15 +151,7 @@ def euclidean_convexity(X, labels, *, n_points: int = 10, max_pairs: int | None 
 # --------------------------------------------------------------------------- rules
 
 
-def keep_at_least_one(layer: Hashable, n_layers: int) -> int:
-    """The depth to prune at for a chosen hidden-state index: ``layer`` clamped to 1..n_layers.
-
-    Hidden state 0 is the input of the first transformer layer; pruning there keeps no
-    transformer layer, so every rule keeps at least one.
-    """
-    if n_layers < 1:
-        raise ValueError(f"n_layers must be >= 1; got {n_layers}.")
-    return int(min(max(1, int(layer)), n_layers))
+keep_at_least_one = pruning_depth  # the rule's clamp, from its one home (convexlab.convexity)
 
 
 def _stack(embeddings) -> np.ndarray:
@@ -187,7 +182,7 @@ class LayerRule:
         stack = _stack(embeddings)
         if self.uses_labels and labels is None:
             raise ValueError(f"Rule {self.name!r} uses the labels; pass them.")
-        return keep_at_least_one(self.choose(stack, labels), stack.shape[0] - 1)
+        return pruning_depth(self.choose(stack, labels), stack.shape[0] - 1)
 
 
 def _argmax_layer(scores: Sequence[float]) -> int:
@@ -321,8 +316,6 @@ def _run_row(result: FinetuneResult, *, depth: int, seed: int) -> dict:
 def _costs_by_depth(full: FinetuneResult, depths: Sequence[int], profile, *, time_inference: bool) -> dict:
     """depth -> (flops_per_clip, inference_ms or NaN), measured on the full run's finetuned encoder
     (the cost of a forward pass does not depend on the weights)."""
-    from convexlab.models import load_model
-
     encoder = load_model(str(full.model_dir), device=profile.device)
     if time_inference:
         timings = compare_depths(encoder, depths, batch_size=profile.timing_batch_size,
@@ -368,8 +361,6 @@ def pruning_frontier(
     accuracy_std (sample std over seeds; NaN with one seed), n_seeds, train_seconds (mean),
     n_parameters, flops_per_clip, inference_ms (median per batch; NaN unless timed).
     """
-    from convexlab.profiles import Profile, get_profile
-
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     seeds = tuple(int(s) for s in (seeds if seeds is not None else (profile.seed,)))
     if not seeds:

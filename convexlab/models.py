@@ -5,6 +5,12 @@ A model is named by a Hugging Face hub id (``facebook/wav2vec2-base``), a local 
 ``mini-ccc-wav2vec2``): the same architecture class as the base checkpoint with a few narrow
 layers, for the lite profile and the tests. Every model comes back in eval mode with layerdrop 0,
 so that layer ``l`` of a run is always the same function of the input.
+
+The registry itself (:data:`FAMILIES`, :class:`ModelFamily`, :data:`MINIATURE_NAMES`, :data:`TASKS`)
+lives in :mod:`convexlab.families` and is re-exported here. Layering: :mod:`convexlab.pretrain`
+sits above this module (it builds its models from :func:`miniature_config`); a miniature's
+pretrained weights are reached from here through the two function-level imports of
+``convexlab.pretrain`` below, the one cycle of this module.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -33,7 +38,20 @@ from transformers import (
 
 from convexlab._progress import transformers_bars
 from convexlab.cache import file_digest, stable_hash, stage_key
-from convexlab.data import SAMPLE_RATE
+from convexlab.families import (
+    FAMILIES,
+    FAMILY_CONFIG_KEY,
+    MINIATURE_NAMES,
+    MINIATURE_QUANTISER,
+    MINIATURE_SIZE,
+    SAMPLE_RATE,
+    TASKS,
+    ModelFamily,
+    family_in_name,
+    family_of_config_dict,
+    family_spec,
+    known_family,
+)
 
 __all__ = [
     "ModelFamily",
@@ -43,74 +61,20 @@ __all__ = [
     "base_config",
     "miniature_config",
     "family_of",
+    "family_or_name",
+    "TASKS",
+    "FAMILY_CONFIG_KEY",
     "load_model",
     "model_key",
     "feature_extractor_for",
     "torch_dtype",
 ]
 
-TASKS = ("word", "speaker")  # tasks that get a classification head
-
-
-@dataclass(frozen=True)
-class ModelFamily:
-    name: str  # family name used throughout convexlab: "wav2vec2", "wavlm", "hubert", "ccc-wav2vec2"
-    base_id: str  # hub id of the 12-layer base checkpoint the paper uses
-    large_id: str | None  # hub id of the 24-layer checkpoint, None where the family has none
-    model_type: str  # transformers model_type of the architecture ("wav2vec2", "wavlm", "hubert")
-    miniature_name: str  # name of the small same-architecture model for the lite profile and tests
-
-
-FAMILIES: dict[str, ModelFamily] = {
-    family.name: family
-    for family in (
-        ModelFamily("wav2vec2", "facebook/wav2vec2-base", "facebook/wav2vec2-large", "wav2vec2", "mini-wav2vec2"),
-        ModelFamily("wavlm", "microsoft/wavlm-base", "microsoft/wavlm-large", "wavlm", "mini-wavlm"),
-        ModelFamily("hubert", "facebook/hubert-base-ls960", "facebook/hubert-large-ll60k", "hubert", "mini-hubert"),
-        # ccc-wav2vec 2.0 changes the pretraining loss, not the network: its checkpoint is a wav2vec2 model.
-        ModelFamily("ccc-wav2vec2", "vasista22/ccc-wav2vec2-base", None, "wav2vec2", "mini-ccc-wav2vec2"),
-    )
-}
-MINIATURE_NAMES: dict[str, str] = {family.miniature_name: family.name for family in FAMILIES.values()}
-
 _CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "wav2vec2": Wav2Vec2Config,
     "wavlm": WavLMConfig,
     "hubert": HubertConfig,
 }
-
-# The miniature: same classes and same conv strides (20 ms frames at 16 kHz) as the base models,
-# narrow enough that a batch of 16 one-second clips runs in a few tens of milliseconds on a CPU.
-_MINIATURE_SIZE = dict(
-    hidden_size=64,
-    num_hidden_layers=6,
-    num_attention_heads=4,
-    intermediate_size=192,
-    # 32 channels keep the CNN at ~40 % of the FLOPs, as in the base models, so that pruning
-    # transformer layers saves what it saves there
-    conv_dim=(32, 32, 32, 32, 32, 32, 32),
-    conv_stride=(5, 2, 2, 2, 2, 2, 2),
-    conv_kernel=(10, 3, 3, 3, 3, 2, 2),
-    num_conv_pos_embeddings=16,
-    num_conv_pos_embedding_groups=4,
-    classifier_proj_size=64,
-)
-# Only the wav2vec2-style quantiser has these; they size the pretraining head, not the encoder.
-_MINIATURE_QUANTISER = dict(
-    num_codevector_groups=2,
-    num_codevectors_per_group=64,
-    codevector_dim=64,
-    proj_codevector_dim=64,
-)
-FAMILY_CONFIG_KEY = "convexlab_family"  # extra config field that records a miniature's family
-
-
-def _family(name: str) -> ModelFamily:
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        raise ValueError(f"Unknown model family {name!r}; choose one of {sorted(FAMILIES)}") from None
-
 
 def base_config(family: str) -> PretrainedConfig:
     """The architecture of ``family``'s base checkpoint, built locally (no download).
@@ -119,7 +83,7 @@ def base_config(family: str) -> PretrainedConfig:
     shapes (12 layers, width 768, group-norm feature extractor), so a model built from this
     config costs exactly what the real checkpoint costs.
     """
-    spec = _family(family)
+    spec = family_spec(family)
     config = _CONFIG_CLASSES[spec.model_type](layerdrop=0.0)
     setattr(config, FAMILY_CONFIG_KEY, spec.name)
     return config
@@ -131,10 +95,10 @@ def miniature_config(family: str) -> PretrainedConfig:
     Like the base checkpoints it uses the group-norm feature extractor and post-layer-norm
     transformer (``do_stable_layer_norm=False``).
     """
-    spec = _family(family)
-    extra = _MINIATURE_QUANTISER if spec.model_type == "wav2vec2" else {}
+    spec = family_spec(family)
+    extra = MINIATURE_QUANTISER if spec.model_type == "wav2vec2" else {}
     config = _CONFIG_CLASSES[spec.model_type](
-        **_MINIATURE_SIZE,
+        **MINIATURE_SIZE,
         **extra,
         feat_extract_norm="group",
         do_stable_layer_norm=False,
@@ -154,20 +118,16 @@ def family_of(name_or_model: str | os.PathLike | PreTrainedModel | PretrainedCon
     if isinstance(name_or_model, PretrainedConfig):
         return _family_of_config(name_or_model)
     name = str(name_or_model)
-    if name in MINIATURE_NAMES:
-        return MINIATURE_NAMES[name]
-    for family in FAMILIES.values():
-        if name in (family.base_id, family.large_id):
-            return family.name
+    family = known_family(name)
+    if family is not None:
+        return family
     config_file = Path(name).expanduser() / "config.json"
     if config_file.is_file():
         config = json.loads(config_file.read_text())
-        return _family_of_config_dict(config, name)
-    if "ccc" in name.lower():
-        return "ccc-wav2vec2"
-    for family in ("wavlm", "hubert", "wav2vec2"):
-        if family in name.lower():
-            return family
+        return family_of_config_dict(config, name)
+    family = family_in_name(name)
+    if family is not None:
+        return family
     raise ValueError(
         f"Cannot tell the model family of {name!r}: it is not a miniature name {sorted(MINIATURE_NAMES)}, "
         f"not a known hub id, and not a folder with a config.json. Pass one of those."
@@ -175,22 +135,16 @@ def family_of(name_or_model: str | os.PathLike | PreTrainedModel | PretrainedCon
 
 
 def _family_of_config(config: PretrainedConfig) -> str:
-    return _family_of_config_dict(config.to_dict(), getattr(config, "_name_or_path", ""))
+    return family_of_config_dict(config.to_dict(), getattr(config, "_name_or_path", ""))
 
 
-def _family_of_config_dict(config: dict, name: str) -> str:
-    if config.get(FAMILY_CONFIG_KEY) in FAMILIES:
-        return config[FAMILY_CONFIG_KEY]
-    model_type = config.get("model_type")
-    if model_type == "wav2vec2" and "ccc" in str(name).lower():
-        return "ccc-wav2vec2"
-    for family in FAMILIES.values():
-        if family.model_type == model_type and family.name != "ccc-wav2vec2":
-            return family.name
-    raise ValueError(
-        f"{name or 'This model'} has model_type {model_type!r}, which is none of the families "
-        f"{sorted(FAMILIES)}; convexlab supports wav2vec2, WavLM and HuBERT architectures."
-    )
+def family_or_name(name_or_model: str | os.PathLike) -> str:
+    """:func:`family_of`, or the name itself where it names none of the families: the one fallback
+    of the tables and figures, which must not fail on an unusual name."""
+    try:
+        return family_of(name_or_model)
+    except (ValueError, OSError):  # an unknown name, a config of another architecture, an unreadable folder
+        return str(name_or_model)
 
 
 def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -336,7 +290,7 @@ def model_key(name_or_path: str | os.PathLike, *, pretrained: bool = True, seed:
     if name in MINIATURE_NAMES:
         family = MINIATURE_NAMES[name]
         if pretrained:
-            from convexlab.pretrain import pretrained_path  # here, not at the top: pretrain imports this module
+            from convexlab.pretrain import pretrained_path  # here, not at the top: pretrain imports this module (cycle)
 
             return stage_key("model", MODEL_KEY_VERSION, inputs={"pretrained": pretrained_path(family, seed=seed).name})
         config = {k: v for k, v in miniature_config(family).to_dict().items() if k not in VOLATILE_CONFIG_KEYS}
@@ -379,7 +333,7 @@ def _config_file_digest(path: Path) -> str:
 
 
 def _pretrained_miniature(family: str, *, seed: int) -> Path:
-    from convexlab.pretrain import ensure_pretrained  # here, not at the top: pretrain imports this module
+    from convexlab.pretrain import ensure_pretrained  # here, not at the top: pretrain imports this module (cycle)
 
     return Path(ensure_pretrained(family, seed=seed))
 

@@ -24,9 +24,18 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from convexlab import distributed
+# frontier and models as modules: their functions are looked up at call time (tests replace them)
+from convexlab import distributed, frontier as F, models
 from convexlab.cache import cache_path, load_json, profile_params, save_json, stage_key
+from convexlab.compare import compare_pruned
+from convexlab.convexity import best_layer, layerwise_convexity, pruning_depth
+from convexlab.data import load_task
+from convexlab.extract import EXTRACT_VERSION, layer_embeddings
+from convexlab.families import TASKS
+from convexlab.finetune import finetune_for_profile, finetune_run_key, finetuned_layer_embeddings
+from convexlab.models import family_or_name, load_model
 from convexlab.profiles import Profile, get_profile
+from convexlab.timing import compare_depths, split_cost
 
 __all__ = [
     "CONCEPTS",
@@ -59,7 +68,7 @@ __all__ = [
     "cut_rule_summary",
 ]
 
-CONCEPTS = ("word", "speaker")  # the two concepts of the paper; each is also a task
+CONCEPTS = TASKS  # the two concepts of the paper; each is also a task
 STAGES = ("pretrained", "finetuned")  # which weights a convexity curve was measured on
 HELD_OUT = "held-out"  # every clip outside the train split: what convexity is measured on
 _CACHE_VERSION = 1  # bump when the content of a cached table changes meaning
@@ -84,15 +93,6 @@ def _check_stage(stage: str) -> str:
     return stage
 
 
-def _family(model_name: str) -> str:
-    from convexlab.models import family_of
-
-    try:
-        return family_of(model_name)
-    except (KeyError, ValueError):
-        return str(model_name)
-
-
 # --------------------------------------------------------------------------- data
 
 
@@ -103,8 +103,6 @@ def analysis_dataset(task: str, profile: Profile | str, *, split: str = HELD_OUT
     (the word task's validation and test splits, the speaker task's test split); or one split
     name. Returns a :class:`convexlab.data.AudioDataset` (N clips).
     """
-    from convexlab.data import load_task
-
     profile = as_profile(profile)
     dataset = load_task(_check_concept(task), profile)
     if split == HELD_OUT:
@@ -132,8 +130,6 @@ def concept_labels(dataset: Any, concept: str) -> np.ndarray:
 
 def dataset_overview(profile: Profile | str) -> pd.DataFrame:
     """Clips and classes per task and split: columns task, split, clips, classes, clips_per_class."""
-    from convexlab.data import load_task
-
     profile = as_profile(profile)
     rows = []
     for task in CONCEPTS:
@@ -159,8 +155,6 @@ def finetuned_model(model_name: str, task: str, profile: Profile | str, *, num_l
     A :class:`convexlab.finetune.FinetuneResult` (accuracy, training time, ``model_dir``). The
     run is cached by :mod:`convexlab.finetune`, so chapters 5 and 6 share it.
     """
-    from convexlab.finetune import finetune_for_profile
-
     return finetune_for_profile(model_name, _check_concept(task), as_profile(profile), num_layers=num_layers)
 
 
@@ -171,9 +165,6 @@ def model_embeddings(model_name: str, dataset: Any, profile: Profile | str, *, s
     ``embeddings`` has shape (L + 1, N, D). ``stage="finetuned"`` uses the encoder of the model
     finetuned on ``task`` (which must then be given).
     """
-    from convexlab.extract import layer_embeddings
-    from convexlab.finetune import finetuned_layer_embeddings
-
     profile = as_profile(profile)
     if _check_stage(stage) == "pretrained":
         return layer_embeddings(model_name, dataset, profile=profile, device=profile.device,
@@ -198,8 +189,6 @@ CONVEXITY_FIELDS = ("n_per_class", "n_neighbors", "max_pairs", "n_bootstrap", "s
 def _convexity_key(*, model: str, dataset: str, task: str, concept: str, stage: str, profile: Profile) -> str:
     """A table's key: the key of the weights measured (a model's, or a finetuning run's), the digest
     of the clips measured, and the table's own parameters (:data:`CONVEXITY_FIELDS`)."""
-    from convexlab.extract import EXTRACT_VERSION
-
     return stage_key("convexity-table", _CACHE_VERSION, inputs={"model": model, "dataset": dataset},
                      params={"task": task, "concept": concept, "stage": stage, "extract_version": EXTRACT_VERSION,
                              **profile_params(profile, CONVEXITY_FIELDS)})
@@ -208,12 +197,8 @@ def _convexity_key(*, model: str, dataset: str, task: str, concept: str, stage: 
 def _weights_key(model_name: str, task: str, stage: str, profile: Profile) -> str:
     """The key of the weights a table measures: the model's own, or its finetuning run's for ``task``."""
     if stage == "finetuned":
-        from convexlab.finetune import finetune_run_key
-
         return finetune_run_key(model_name, task, profile)
-    from convexlab.models import model_key
-
-    return model_key(model_name, seed=profile.seed)
+    return models.model_key(model_name, seed=profile.seed)
 
 
 def convexity_by_layer(
@@ -234,8 +219,6 @@ def convexity_by_layer(
     ci_low, ci_high (bootstrap interval), p_best (bootstrap probability that the layer is the
     most convex), n_clips, n_classes. Cached.
     """
-    from convexlab.convexity import layerwise_convexity
-
     profile = as_profile(profile)
     concept = _check_concept(concept or task)
     _check_concept(task)
@@ -257,7 +240,7 @@ def convexity_by_layer(
         seed=profile.seed, n_bootstrap=profile.n_bootstrap, progress=progress,
     )
     table = layers.assign(
-        model=model_name, family=_family(model_name), task=task, concept=concept, stage=stage,
+        model=model_name, family=family_or_name(model_name), task=task, concept=concept, stage=stage,
         n_clips=len(labels), n_classes=len(set(labels.tolist())),
     )[_CONVEXITY_COLUMNS]
     table["layer"] = table["layer"].astype(int)
@@ -287,7 +270,7 @@ def best_layers(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for values, curve in table.groupby(keys, sort=False):
         curve = curve.sort_values("layer")
-        best = curve.loc[curve["score"].idxmax()]  # idxmax returns the first maximum: the shallowest
+        best = curve[curve["layer"] == best_layer(curve)].iloc[0]
         n_layers = int(curve["layer"].max())
         rows.append({**dict(zip(keys, values)), "best_layer": int(best["layer"]), "n_layers": n_layers,
                      "score": float(best["score"]), "p_best": float(best.get("p_best", np.nan)),
@@ -299,7 +282,7 @@ def choose_layer(model_name: str, task: str, profile: Profile | str) -> int:
     """The pruning layer of the paper's rule: the most convex layer of the *pretrained* model
     for the task's own concept (at least 1, so that at least one transformer layer is kept)."""
     table = convexity_by_layer(model_name, task, profile, stage="pretrained")
-    return max(1, int(best_layers(table)["best_layer"].iloc[0]))
+    return pruning_depth(best_layer(table), int(table["layer"].max()))
 
 
 def before_after_convexity(
@@ -327,15 +310,13 @@ def pruning_results(profile: Profile | str, *, tasks: Sequence[str] = CONCEPTS) 
     train_time_change and inference_time_change (relative: −0.25 = 25 % faster),
     parameters_change and flops_change (relative). Changes are fractions, not percent.
     """
-    from convexlab.compare import compare_pruned
-
     profile = as_profile(profile)
     rows = []
     for model in profile.models:
         for task in tasks:
             layer = choose_layer(model, task, profile)
             comparison = compare_pruned(model, task, layer, profile=profile)
-            rows.append({"model": model, "family": _family(model), "task": task, **_comparison_row(comparison)})
+            rows.append({"model": model, "family": family_or_name(model), "task": task, **_comparison_row(comparison)})
     return pd.DataFrame(rows)
 
 
@@ -360,9 +341,6 @@ def inference_by_depth(
     (interquartile range around the median), gflops_per_clip, batch_size, dtype, device. Not cached: timings
     belong to the machine they were measured on.
     """
-    from convexlab.models import load_model
-    from convexlab.timing import compare_depths
-
     profile = as_profile(profile)
     batch_size = batch_size or profile.timing_batch_size
     full = load_model(model_name, device=profile.device, seed=profile.seed)
@@ -371,7 +349,7 @@ def inference_by_depth(
     rows = []
     for depth, timing in timings.items():
         median, iqr = 1000 * timing.seconds_per_batch, 1000 * timing.seconds_per_batch_iqr
-        rows.append({"model": model_name, "family": _family(model_name), "num_layers": depth, "time_ms": median,
+        rows.append({"model": model_name, "family": family_or_name(model_name), "num_layers": depth, "time_ms": median,
                      "time_low": median - iqr / 2, "time_high": median + iqr / 2,
                      "gflops_per_clip": timing.flops_per_clip / 1e9, "batch_size": batch_size,
                      "dtype": profile.dtype, "device": profile.device})
@@ -385,8 +363,6 @@ def depth_cost_split(by_depth: pd.DataFrame) -> pd.DataFrame:
     (of the full model's time and FLOPs), fixed_gflop_per_s and layer_gflop_per_s (the FLOP rate
     each part achieves). See :func:`convexlab.timing.split_cost`.
     """
-    from convexlab.timing import split_cost
-
     rows = []
     for model, table in by_depth.groupby("model", sort=False):
         split = split_cost(table["num_layers"], table["time_ms"] / 1e3, table["gflops_per_clip"] * 1e9,
@@ -464,8 +440,8 @@ def convexity_change(table: pd.DataFrame) -> pd.DataFrame:
             "model": model, "family": family, "task": task, "concept": concept,
             "last_before": float(before["score"].iloc[-1]), "last_after": float(after["score"].iloc[-1]),
             "last_change": float(after["score"].iloc[-1] - before["score"].iloc[-1]),
-            "best_before": int(before.loc[before["score"].idxmax(), "layer"]),
-            "best_after": int(after.loc[after["score"].idxmax(), "layer"]),
+            "best_before": int(best_layer(before)),
+            "best_after": int(best_layer(after)),
         })
     return pd.DataFrame(rows)
 
@@ -517,7 +493,7 @@ class CutStudy:
     def frontier_table(self) -> pd.DataFrame:
         """Every frontier's per-depth table in one: model, family, task, n_layers, depth, accuracy,
         accuracy_std, train_seconds, n_parameters, flops_per_clip, oracle (True at the oracle depth)."""
-        tables = [frontier.table.assign(model=model, family=_family(model), task=task, n_layers=frontier.n_layers,
+        tables = [frontier.table.assign(model=model, family=family_or_name(model), task=task, n_layers=frontier.n_layers,
                                         oracle=frontier.table["depth"] == frontier.oracle_depth)
                   for (model, task), frontier in self.frontiers.items()]
         columns = ["model", "family", "task", "n_layers", "depth", "accuracy", "accuracy_std", "train_seconds",
@@ -529,8 +505,6 @@ def cut_rules(profile: Profile | str):
     """The layer-selection rules of :data:`convexlab.frontier.RULES`, with the graph-convexity rule
     measured exactly as :func:`choose_layer` measures it (the profile's k, pairs budget and seed),
     so that its pick is the pruning chapter's layer."""
-    from convexlab import frontier as F
-
     profile = as_profile(profile)
     graph = F.graph_convexity_rule(n_neighbors=profile.n_neighbors, max_pairs=profile.max_pairs, seed=profile.seed)
     return tuple(graph if rule.name == graph.name else rule for rule in F.RULES)
@@ -538,8 +512,6 @@ def cut_rules(profile: Profile | str):
 
 def _picks_key(model_name: str, task: str, dataset: Any, profile: Profile, rules) -> str:
     """The picks' key: the pretrained weights' key, the clips' digest and the rules' settings."""
-    from convexlab.extract import EXTRACT_VERSION
-
     return stage_key("cut-picks", _CACHE_VERSION,
                      inputs={"model": _weights_key(model_name, task, "pretrained", profile),
                              "dataset": dataset.content_hash()},
@@ -554,8 +526,6 @@ def cut_picks(model_name: str, task: str, profile: Profile | str) -> pd.DataFram
     Columns: rule, depth (1..L), uses_labels, description. Cached, keyed by the model, the task,
     the clips' content and the rules' settings.
     """
-    from convexlab.frontier import pick_depths
-
     profile = as_profile(profile)
     dataset = analysis_dataset(_check_concept(task), profile)
     rules = cut_rules(profile)
@@ -563,7 +533,7 @@ def cut_picks(model_name: str, task: str, profile: Profile | str) -> pd.DataFram
     if path.is_file():
         return pd.DataFrame(load_json(path))
     embeddings = model_embeddings(model_name, dataset, profile)
-    picks = pick_depths(embeddings.embeddings, concept_labels(dataset, task), rules=rules)
+    picks = F.pick_depths(embeddings.embeddings, concept_labels(dataset, task), rules=rules)
     save_json(path, picks.to_dict(orient="records"))
     return picks
 
@@ -596,19 +566,17 @@ def cut_study(
     train_seconds, train_time_saved (1 − training time / the full model's), n_parameters,
     flops_per_clip, flops_saved (1 − FLOPs / the full model's).
     """
-    from convexlab.frontier import pruning_frontier, rule_report
-
     profile = as_profile(profile)
     models = list(models) if models is not None else list(profile.models)
     rows, frontiers, all_picks = [], {}, {}
     for model in models:
         for task in tasks:
             picks = cut_picks(model, _check_concept(task), profile)
-            frontier = pruning_frontier(model, task, profile, seeds=seeds, tolerance=tolerance)
-            report = rule_report(frontier, picks)
+            frontier = F.pruning_frontier(model, task, profile, seeds=seeds, tolerance=tolerance)
+            report = F.rule_report(frontier, picks)
             full = frontier.table.set_index("depth").loc[frontier.n_layers]
             report = report.assign(
-                model=model, family=_family(model), task=task, n_layers=frontier.n_layers,
+                model=model, family=family_or_name(model), task=task, n_layers=frontier.n_layers,
                 uses_labels=report["rule"].map(dict(zip(picks["rule"], picks["uses_labels"]))),
                 full_accuracy=frontier.full_accuracy,
                 within_tolerance=report["gap_to_full"] <= tolerance + 1e-12,

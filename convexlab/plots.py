@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from pandas.io.formats.style import Styler
+from convexlab.convexity import best_layer
+from convexlab.models import family_or_name
 
 __all__ = [
     "MODEL_COLORS",
@@ -93,23 +95,10 @@ STAGE_LINESTYLES: dict[str, str] = {"pretrained": "--", "finetuned": "-", "prune
 
 
 def guess_family(model_name: str) -> str:
-    """The family ("wav2vec2", "wavlm", "hubert", "ccc-wav2vec2") a model name belongs to.
-
-    Uses :func:`convexlab.models.family_of` when that module is available and falls back to
-    the name itself, so a plot never fails just because a name is unusual; an unrecognised
-    name is returned unchanged and drawn in grey.
-    """
-    try:
-        from convexlab.models import family_of
-
-        return family_of(model_name)
-    except Exception:  # noqa: BLE001 - an unknown name is allowed in a figure
-        pass
-    lowered = str(model_name).lower()
-    for family in ("ccc-wav2vec2", "wavlm", "hubert", "wav2vec2"):  # "ccc" before its parent name
-        if family in lowered or family.replace("-", "_") in lowered:
-            return family
-    return str(model_name)
+    """The family ("wav2vec2", "wavlm", "hubert", "ccc-wav2vec2") a model name belongs to, or the
+    name itself (drawn in grey) so that a plot never fails on an unusual name:
+    :func:`convexlab.models.family_or_name`."""
+    return family_or_name(model_name)
 
 
 def family_style(family: str) -> LineStyle:
@@ -280,7 +269,7 @@ def _draw_curve(ax: plt.Axes, rows: pd.DataFrame, style: dict, *, label: str, ba
     if band and {"ci_low", "ci_high"} <= set(rows.columns) and rows["ci_low"].notna().any():
         ax.fill_between(rows["layer"], rows["ci_low"], rows["ci_high"], color=style["color"], alpha=0.15, linewidth=0)
     if mark_best and len(rows):
-        best = rows.loc[rows["score"].idxmax()]
+        best = rows[rows["layer"] == best_layer(rows)].iloc[0]
         ax.plot(
             [best["layer"]], [best["score"]], marker="*", markersize=14, color=style["color"],
             markeredgecolor="black", markeredgewidth=0.6, linestyle="none",

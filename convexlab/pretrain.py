@@ -12,12 +12,15 @@ The result is an ordinary Hugging Face model folder in the cache,
 config, the :class:`PretrainConfig` and :data:`OBJECTIVE_VERSION`; beside the weights,
 ``training_log.json`` holds the loss per step. :func:`ensure_pretrained` trains on first use
 (with a progress bar) and reuses the folder afterwards; ``convexlab.models.load_model`` calls it
-for the miniature names, and ``python -m convexlab pretrain`` runs it from the shell.
+for the miniature names, and ``python -m convexlab pretrain`` (:mod:`convexlab.cli`) runs it
+from the shell.
+
+Layering: this module imports :mod:`convexlab.models` at its top (for :func:`miniature_config`);
+``models`` reaches back here only inside the two functions that need a pretrained miniature.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import time
@@ -30,7 +33,6 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PretrainedConfig
 
-from convexlab._argtypes import positive_int
 from convexlab._progress import tqdm_disable
 from convexlab.cache import atomic_dir, cache_path, load_json, save_json, stable_hash
 from convexlab.objectives import (
@@ -40,6 +42,11 @@ from convexlab.objectives import (
     hidden_cluster_targets,
     mfcc_cluster_targets,
 )
+from convexlab import spoken, synth
+from convexlab.data import word_task
+from convexlab.models import miniature_config
+from convexlab.spoken import spoken_corpus
+from convexlab.synth import synthetic_corpus
 
 __all__ = [
     "OBJECTIVE_VERSION",
@@ -50,7 +57,6 @@ __all__ = [
     "pretrained_path",
     "ensure_pretrained",
     "pretraining_waveforms",
-    "add_pretrain_cli",
 ]
 
 OBJECTIVE_VERSION = 1  # bump when an objective changes, so cached models are retrained
@@ -134,17 +140,11 @@ def _family_name(family: str) -> str:
 
 
 def _miniature_config(family: str) -> PretrainedConfig:
-    from convexlab.models import miniature_config
-
     return miniature_config(family)
 
 
 def pretraining_waveforms(config: PretrainConfig = PretrainConfig()) -> np.ndarray:
     """The pretraining corpus (``config.corpus``) as float32 ``(N, 16000)`` clips (generated into the cache once)."""
-    from convexlab.data import word_task
-    from convexlab.spoken import spoken_corpus
-    from convexlab.synth import synthetic_corpus
-
     if config.corpus not in ("synthetic", "spoken"):
         raise ValueError(f"Unknown pretraining corpus {config.corpus!r}; use 'synthetic' or 'spoken'")
     generate = synthetic_corpus if config.corpus == "synthetic" else spoken_corpus
@@ -354,8 +354,6 @@ def pretrained_path(
 def _corpus_generator(config: PretrainConfig) -> dict[str, Any]:
     """The pretraining corpus's generator and version: a regenerated corpus (a new SYNTH_VERSION or
     SPOKEN_VERSION, another espeak-ng) is other audio, so the model trained on it gets another key."""
-    from convexlab import spoken, synth  # here, not at the top: the corpora are only needed for the key
-
     if config.corpus == "spoken":
         return {"generator": "spoken", "version": spoken.SPOKEN_VERSION, "espeakng_loader": spoken._loader_version()}
     return {"generator": "synthetic", "version": synth.SYNTH_VERSION}
@@ -416,31 +414,3 @@ def loss_trend(log: dict[str, Any]) -> tuple[float, float, int]:
     losses = [entry["loss"] for entry in log["steps"]]
     window = max(1, len(losses) // 10)
     return float(np.mean(losses[:window])), float(np.mean(losses[-window:])), len(losses)
-
-
-def add_pretrain_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``python -m convexlab pretrain [--family all] [--steps N] [--seed S] [--threads T]``."""
-    parser = subparsers.add_parser("pretrain", help="pretrain the miniature models (cached; reused when present)")
-    parser.add_argument("--family", default="all", choices=["all", *FAMILY_OBJECTIVES], help="family to pretrain")
-    parser.add_argument("--steps", type=positive_int, default=None, help=f"optimizer steps (default {PretrainConfig.steps})")
-    parser.add_argument("--seed", type=int, default=0, help="initialisation, masking and shuffling seed")
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.set_defaults(handler=run_pretrain_cli)
-
-
-def run_pretrain_cli(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = PretrainConfig().replace(steps=args.steps)
-    families = list(FAMILY_OBJECTIVES) if args.family == "all" else [args.family]
-    for family in families:
-        start = time.perf_counter()
-        path = ensure_pretrained(family, seed=args.seed, config=config)
-        log = training_log(path)
-        first, last, n_steps = loss_trend(log)
-        print(
-            f"mini-{family}: {path}\n  {log['objective']}; loss {first:.3f} -> "
-            f"{last:.3f} over {n_steps} steps; trained in {log['seconds']:.1f} s "
-            f"(this call {time.perf_counter() - start:.1f} s)"
-        )
-    return 0

@@ -37,7 +37,11 @@ from typing import Sequence
 
 import numpy as np
 
+from convexlab.book import book_root, run_book
 from convexlab.cache import atomic_dir, cache_path, save_json
+from convexlab.models import FAMILY_CONFIG_KEY, base_config, family_of
+from convexlab.profiles import PROFILES
+from convexlab.synth import _wav_bytes, lexicon, speaker_voices, synthesize_clips
 
 __all__ = [
     "SPEECH_COMMANDS_WORDS",
@@ -112,8 +116,6 @@ def rehearsal_root() -> Path:
 
 def rehearsal_config(hub_id: str, *, width: str = "small"):
     """The architecture config written for ``hub_id``: the real one at ``width="base"``."""
-    from convexlab.models import FAMILY_CONFIG_KEY, base_config, family_of
-
     if width not in ("small", "base"):
         raise ValueError(f"width={width!r}; use 'small' (CI) or 'base' (the real size)")
     if hub_id not in _ARCHITECTURES:
@@ -200,8 +202,6 @@ def build_hf_cache(hf_home: str | os.PathLike, *, width: str = "small",
     With ``HF_HOME=hf_home`` and ``HF_HUB_OFFLINE=1``, ``from_pretrained(hub_id)`` finds them.
     ``models``: the hub ids to write (default: the paper profile's four).
     """
-    from convexlab.profiles import PROFILES
-
     hf_home = Path(hf_home)
     hub = hf_home / "hub"
     hub.mkdir(parents=True, exist_ok=True)
@@ -254,8 +254,6 @@ def build_speech_commands(root: str | os.PathLike, *, n_heavy: int = 8, n_light:
     speaker one synthetic voice); ``n_heavy`` speakers have ``heavy_clips`` clips (>= 50), the
     other ``n_light`` 1 to 12. About 1 000 clips with the defaults.
     """
-    from convexlab.synth import _wav_bytes, lexicon, speaker_voices, synthesize_clips
-
     root = Path(root)
     syllables = dict(zip(SPEECH_COMMANDS_WORDS, lexicon(len(SPEECH_COMMANDS_WORDS))))
     plan = _speaker_plan(n_heavy=n_heavy, n_light=n_light, heavy_clips=heavy_clips, seed=seed)
@@ -329,8 +327,6 @@ def run_rehearsal(*, chapters: Sequence[str] | None = None, folder: str | os.Pat
     folder of a real paper run); returns (and writes there as ``rehearsal.json``) the wall time.
     """
     import time
-
-    from convexlab.book import book_root, run_book
 
     start = time.perf_counter()
     paths = build_fixture(folder, width=width)

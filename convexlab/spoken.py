@@ -50,6 +50,7 @@ from convexlab._espeak_worker import FIX as _FIX
 from convexlab._espeak_worker import EspeakError
 from convexlab._progress import tqdm_disable
 from convexlab.cache import atomic_dir, cache_path, save_json, stable_hash
+from convexlab.families import SAMPLE_RATE
 from convexlab.synth import _split_of_speakers, _wav_bytes
 
 __all__ = [
@@ -67,7 +68,6 @@ __all__ = [
 ]
 
 SPOKEN_VERSION = 3  # bump when the audio a spec produces changes (it is part of the cache key)
-SAMPLE_RATE = 16_000
 CLIP_SAMPLES = 16_000
 
 # Speech Commands v0.02: the 20 core words (10 commands, 10 digits), then the 15 auxiliary ones,

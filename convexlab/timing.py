@@ -40,6 +40,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
+from convexlab.families import SAMPLE_RATE
 from convexlab.prune import count_parameters, num_transformer_layers, prune
 
 __all__ = [
@@ -57,7 +58,6 @@ __all__ = [
     "describe_inference",
 ]
 
-SAMPLE_RATE = 16_000  # Hz, the rate every model of this project expects
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
