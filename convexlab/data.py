@@ -461,17 +461,11 @@ def corpus_root(profile) -> Path:
     The spoken corpus (:mod:`convexlab.spoken`) takes the first ``profile.n_words`` of its 35
     words, ``profile.n_speakers`` speakers and ``profile.n_repetitions`` repetitions.
     """
-    if profile.corpus == "spoken":
+    generated = {"spoken": spoken_corpus, "synthetic": synthetic_corpus}
+    if profile.corpus in generated:
         if profile.data_root is not None:
             return Path(profile.data_root).expanduser()
-        return spoken_corpus(
-            n_words=profile.n_words, n_speakers=profile.n_speakers, n_repetitions=profile.n_repetitions,
-            seed=profile.seed,
-        )
-    if profile.corpus == "synthetic":
-        if profile.data_root is not None:
-            return Path(profile.data_root).expanduser()
-        return synthetic_corpus(
+        return generated[profile.corpus](
             n_words=profile.n_words, n_speakers=profile.n_speakers, n_repetitions=profile.n_repetitions,
             seed=profile.seed,
         )

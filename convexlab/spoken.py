@@ -30,11 +30,9 @@ second; ``validation_list.txt``/``testing_list.txt`` by whole speakers; ``corpus
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.metadata
 import pickle
-import re
 import subprocess
 import sys
 import tempfile
@@ -51,7 +49,7 @@ from convexlab._espeak_worker import EspeakError
 from convexlab._progress import tqdm_disable
 from convexlab.cache import atomic_dir, cache_path, save_json, stable_hash
 from convexlab.families import SAMPLE_RATE
-from convexlab.synth import _split_of_speakers, _wav_bytes
+from convexlab.synth import _split_of_speakers, _wav_bytes, check_speaker_request, speaker_id
 
 __all__ = [
     "SPOKEN_VERSION",
@@ -142,17 +140,13 @@ def draw_speakers(n_speakers: int, *, seed: int, speaker_prefix: str = "e") -> l
 
     The first ``k`` speakers of a seed are the same for every ``n_speakers >= k``.
     """
-    if not re.fullmatch(r"[A-Za-z0-9]+", speaker_prefix):
-        raise ValueError(f"speaker_prefix={speaker_prefix!r} must be letters/digits only (no '_' or '/'), e.g. 'e'")
-    if n_speakers < 1:
-        raise ValueError(f"n_speakers={n_speakers} must be at least 1")
+    check_speaker_request(n_speakers, speaker_prefix, example="e")
     rng = np.random.default_rng([seed, 2])
     speakers = []
     for index in range(n_speakers):
-        digest = hashlib.sha1(f"convexlab-spoken-speaker:{seed}:{index}".encode()).hexdigest()[:8]
         speakers.append(
             Speaker(
-                speaker_id=f"{speaker_prefix}{digest}",
+                speaker_id=speaker_id(speaker_prefix, namespace="convexlab-spoken-speaker", seed=seed, index=index),
                 accent=ACCENTS[int(rng.integers(len(ACCENTS)))],
                 variant=VARIANTS[int(rng.integers(len(VARIANTS)))],
                 pitch=int(rng.integers(15, 86)),

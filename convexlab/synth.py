@@ -135,19 +135,28 @@ def word_name(syllables: tuple[str, ...]) -> str:
     return "".join(syllables)
 
 
-def speaker_voices(n_speakers: int, *, seed: int, speaker_prefix: str = "s") -> list[SpeakerVoice]:
-    """``n_speakers`` voices drawn from ``seed``; ids are ``speaker_prefix`` + 8 hex digits of a hash."""
+def check_speaker_request(n_speakers: int, speaker_prefix: str, *, example: str) -> None:
+    """Refuse a speaker prefix that would break ``<speaker>_nohash_<n>.wav`` names, or no speakers."""
     if not re.fullmatch(r"[A-Za-z0-9]+", speaker_prefix):
-        raise ValueError(f"speaker_prefix={speaker_prefix!r} must be letters/digits only (no '_' or '/'), e.g. 's'")
+        raise ValueError(f"speaker_prefix={speaker_prefix!r} must be letters/digits only (no '_' or '/'), e.g. {example!r}")
     if n_speakers < 1:
         raise ValueError(f"n_speakers={n_speakers} must be at least 1")
+
+
+def speaker_id(speaker_prefix: str, *, namespace: str, seed: int, index: int) -> str:
+    """A generated corpus's speaker id: ``speaker_prefix`` + 8 hex digits of a hash of (seed, index)."""
+    return speaker_prefix + hashlib.sha1(f"{namespace}:{seed}:{index}".encode()).hexdigest()[:8]
+
+
+def speaker_voices(n_speakers: int, *, seed: int, speaker_prefix: str = "s") -> list[SpeakerVoice]:
+    """``n_speakers`` voices drawn from ``seed``; ids are ``speaker_prefix`` + 8 hex digits of a hash."""
+    check_speaker_request(n_speakers, speaker_prefix, example="s")
     rng = np.random.default_rng([seed, 1])
     voices = []
     for index in range(n_speakers):
-        digest = hashlib.sha1(f"convexlab-speaker:{seed}:{index}".encode()).hexdigest()[:8]
         voices.append(
             SpeakerVoice(
-                speaker_id=f"{speaker_prefix}{digest}",
+                speaker_id=speaker_id(speaker_prefix, namespace="convexlab-speaker", seed=seed, index=index),
                 f0=float(np.exp(rng.uniform(np.log(85.0), np.log(260.0)))),
                 formant_scale=float(rng.uniform(0.85, 1.25)),
                 tilt=float(rng.uniform(0.0, 0.8)),
