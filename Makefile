@@ -13,6 +13,8 @@ UV_VERSION := 0.13.9
 UV      := .tools/uv-$(UV_VERSION)/bin/uv
 PROFILE ?= lite
 PYTEST_ARGS ?=
+FORCE   ?=
+BOOK_FLAGS := $(if $(FORCE),--force,)
 
 .PHONY: book test venv lock chapters html unit nbval browser benchmarks rehearse paper clean distclean
 
@@ -34,9 +36,10 @@ lock: | $(UV)
 	  --generate-hashes --quiet -o $(LOCK)
 
 ## make book: run every chapter on PROFILE (default lite) and build the HTML book in _build/html
+## (chapters whose executed notebook is up to date are kept; FORCE=1 executes them all)
 book: venv
 	@start=$$(date +%s); \
-	$(PY) -m convexlab.book build --profile $(PROFILE) && \
+	$(PY) -m convexlab.book build --profile $(PROFILE) $(BOOK_FLAGS) && \
 	echo "make book: $$(( $$(date +%s) - start )) s; open _build/html/index.html"
 
 ## make chapters PROFILE=paper: execute the chapters only (into _build/executed/PROFILE)

@@ -6,7 +6,8 @@ right after its title. For a named profile this module
 1. prepares what every chapter needs and would otherwise compute on first use (the synthetic
    corpus and the pretrained miniature models of the lite profile), so that no single chapter
    pays for it;
-2. executes each chapter with papermill, injecting ``profile=<name>`` plus any overrides, into
+2. executes each chapter with papermill (unless its executed notebook is up to date: same
+   :func:`execution_key`), injecting ``profile=<name>`` plus any overrides, into
    ``_build/executed/<profile>/<chapter>.ipynb`` (with a ``timings.json`` beside them);
 3. stages the executed notebooks beside ``_toc.yml`` in ``_build/stage/<profile>/`` and builds HTML
    with Jupyter Book, execution off, warnings as errors (``-W -n --keep-going``), with MathJax served
@@ -39,8 +40,9 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
-from convexlab.cache import cache_path, save_json, stable_hash
+from convexlab.cache import cache_path, file_digest, save_json, stable_hash, stage_key
 from convexlab.data import corpus_root
+from convexlab.families import MINIATURE_NAMES
 from convexlab.models import FAMILIES
 from convexlab.pretrain import ensure_pretrained
 from convexlab.profiles import get_profile
@@ -52,6 +54,7 @@ __all__ = [
     "chapter_parameters",
     "run_chapter",
     "run_book",
+    "execution_key",
     "prepare_profile",
     "stage_book",
     "build_html",
@@ -70,6 +73,7 @@ class ChapterRun:
     notebook: Path  # executed notebook (_build/executed/<profile>/<chapter>.ipynb)
     seconds: float  # wall time of the execution
     parameters: dict[str, Any] = field(default_factory=dict)  # parameters papermill injected
+    reused: bool = False  # True: an earlier execution with the same execution key was kept, nothing ran
 
 
 def book_root(root: str | os.PathLike | None = None) -> Path:
@@ -180,6 +184,70 @@ def _kernel_env() -> dict[str, str]:
     return {**KERNEL_ENV, **os.environ}
 
 
+EXECUTION_VERSION = 1  # bump when what an execution key covers changes
+
+
+def _package_digest() -> str:
+    """Digest of every source file of the imported convexlab package (what a chapter's kernel runs)."""
+    package = Path(__file__).resolve().parent
+    files = sorted(path for path in package.rglob("*.py") if "__pycache__" not in path.parts)
+    return stable_hash([[str(path.relative_to(package)), file_digest(path)] for path in files], length=32)
+
+
+def execution_key(chapter: str, *, profile: str = "lite", parameters: dict[str, Any] | None = None,
+                  root: str | os.PathLike | None = None, kernel_name: str = "python3") -> str | None:
+    """The key of one chapter's execution, or ``None`` when an earlier execution may not stand in for it.
+
+    A chapter's outputs are a function of its source, the book folder's other files, the convexlab
+    package's source, the locked environment, the resolved profile, the kernel's environment and
+    the Python version; for a profile whose every input the project generates (a generated corpus
+    and miniature models only) nothing else enters, so an executed notebook with the same key is
+    the notebook a new execution would write (up to timings). Runs that read what the project does
+    not make (Speech Commands, hub checkpoints, local model folders, whose contents can change
+    under the same name) and runs with parameters get ``None``: always executed.
+    """
+    if parameters:
+        return None
+    prof = get_profile(profile)
+    generated = prof.corpus in ("synthetic", "spoken") and not prof.data_root
+    if not (generated and prof.miniature and all(model in MINIATURE_NAMES for model in prof.models)):
+        return None
+    root = book_root(root)
+    source = _chapter_source(root, chapter)
+    book_files = sorted(path for path in (root / "book").rglob("*") if path.is_file() and path.suffix != ".md")
+    lock = root / "requirements.lock"
+    return stage_key(
+        "executed-chapter", EXECUTION_VERSION,
+        inputs={
+            "chapter": file_digest(source),
+            "book_files": stable_hash([[str(p.relative_to(root)), file_digest(p)] for p in book_files], length=32),
+            "package": _package_digest(),
+            "lock": file_digest(lock) if lock.is_file() else "no-lock",
+            "config": stable_hash([file_digest(root / name) for name in ("_config.yml", "_toc.yml")], length=32),
+        },
+        params={"profile": prof.to_dict(), "kernel_env": KERNEL_ENV, "kernel_name": kernel_name,
+                "python": sys.version},
+    )
+
+
+def _recorded_execution_key(notebook: Path) -> str | None:
+    """The execution key a finished run wrote into ``notebook``'s metadata (None: none, or unreadable)."""
+    try:
+        metadata = json.loads(notebook.read_text()).get("metadata", {})
+    except (OSError, ValueError):
+        return None
+    return (metadata.get("convexlab") or {}).get("execution_key")
+
+
+def _record_execution_key(notebook: Path, key: str) -> None:
+    """Write ``key`` into the executed notebook's metadata, atomically (a partial run never has one)."""
+    content = json.loads(notebook.read_text())
+    content.setdefault("metadata", {}).setdefault("convexlab", {})["execution_key"] = key
+    tmp = notebook.with_name(f".{notebook.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(content, indent=1, ensure_ascii=False) + "\n")
+    os.replace(tmp, notebook)
+
+
 def run_chapter(
     chapter: str,
     *,
@@ -189,6 +257,7 @@ def run_chapter(
     output_dir: str | os.PathLike | None = None,
     kernel_name: str = "python3",
     timeout: int | None = 1800,
+    force: bool = False,
 ) -> ChapterRun:
     """Execute one chapter with papermill and write the executed notebook.
 
@@ -196,6 +265,9 @@ def run_chapter(
     cannot be among them; a name the cell does not assign raises ``ValueError`` listing those it does).
     Raises ``papermill.PapermillExecutionError`` naming the failing cell when a cell fails; the
     partly executed notebook is still written, to the same place, for inspection.
+
+    An executed notebook already at the target whose recorded :func:`execution_key` equals this
+    run's is kept and not executed again (``ChapterRun.reused``); ``force=True`` always executes.
     """
     import jupytext
     import papermill
@@ -207,6 +279,10 @@ def run_chapter(
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{source.stem}.ipynb"
     params = {"profile": profile, **(parameters or {})}
+    key = execution_key(chapter, profile=profile, parameters=parameters, root=root, kernel_name=kernel_name)
+    if key is not None and not force and target.is_file() and _recorded_execution_key(target) == key:
+        return ChapterRun(chapter=source.stem, profile=profile, notebook=target, seconds=0.0, parameters=params,
+                          reused=True)
 
     notebook = jupytext.read(source)
     with tempfile.TemporaryDirectory() as tmp:
@@ -233,6 +309,8 @@ def run_chapter(
             os.environ.clear()
             os.environ.update(saved_env)
         seconds = time.perf_counter() - start
+    if key is not None:
+        _record_execution_key(target, key)
     run = ChapterRun(chapter=source.stem, profile=profile, notebook=target, seconds=seconds, parameters=params)
     _record_timing(out_dir, run)
     return run
@@ -276,13 +354,15 @@ def run_book(
     root: str | os.PathLike | None = None,
     prepare: bool = True,
     output_dir: str | os.PathLike | None = None,
+    force: bool = False,
 ) -> list[ChapterRun]:
     """Execute ``chapters`` (default: all of ``_toc.yml``) for ``profile``; prints each time.
 
     Each chapter gets the ``parameters`` its ``parameters`` cell declares; a name that none of the
     chapters declares (or ``profile``) raises ``ValueError`` before anything runs. Runs without
     parameters go to the book's folder (:func:`executed_dir`); runs with parameters to
-    ``output_dir`` or, by default, their own :func:`rerun_dir`.
+    ``output_dir`` or, by default, their own :func:`rerun_dir`. A chapter whose executed notebook
+    is up to date (:func:`execution_key`) is kept unless ``force``.
     """
     root = book_root(root)
     names = list(chapters) if chapters else chapter_names(root)
@@ -302,8 +382,12 @@ def run_book(
     for name in names:
         print(f"[run] {name} (profile {profile}) ...", flush=True)
         own = {key: value for key, value in parameters.items() if key in declared[name]}
-        run = run_chapter(name, profile=profile, parameters=own, root=root, output_dir=out_dir)
-        print(f"[run] {name}: {run.seconds:.1f} s -> {run.notebook}", flush=True)
+        run = run_chapter(name, profile=profile, parameters=own, root=root, output_dir=out_dir, force=force)
+        if run.reused:
+            print(f"[run] {name}: up to date (its source, the package, the lock and the profile are unchanged "
+                  f"since it ran), kept -> {run.notebook}", flush=True)
+        else:
+            print(f"[run] {name}: {run.seconds:.1f} s -> {run.notebook}", flush=True)
         runs.append(run)
     return runs
 
@@ -415,8 +499,12 @@ def build_book(
     chapters: Sequence[str] | None = None,
     parameters: dict[str, Any] | None = None,
     root: str | os.PathLike | None = None,
+    force: bool = False,
 ) -> Path:
     """Execute every chapter for ``profile`` and build the HTML book (what ``make book`` does).
+
+    Chapters whose executed notebooks are up to date are kept (:func:`run_book`); ``force``
+    executes every one.
 
     The book is the profile's own runs: ``parameters`` (which would make it another book) are
     refused; re-run chapters with parameters through :func:`run_book` instead.
@@ -426,7 +514,7 @@ def build_book(
                          "re-run chapters with them by `python -m convexlab.book run -p NAME VALUE` "
                          "(written to _build/reruns/), or pick another profile.")
     start = time.perf_counter()
-    run_book(profile=profile, chapters=chapters, parameters=parameters, root=root)
+    run_book(profile=profile, chapters=chapters, parameters=parameters, root=root, force=force)
     executed_seconds = time.perf_counter() - start
     index = build_html(profile, root=root)
     total = time.perf_counter() - start
@@ -455,6 +543,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                 help="override a chapter parameter; VALUE is parsed as YAML (e.g. -p models '[mini-hubert]')",
             )
+            cmd.add_argument("--force", action="store_true",
+                             help="execute every chapter, even one whose executed notebook is up to date")
             if name == "run":
                 cmd.add_argument("--no-prepare", action="store_true", help="skip the shared preparation step")
                 cmd.add_argument("--output-dir", "--output", dest="output_dir", default=None,
@@ -473,13 +563,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(" ".join(str(err).split()))
     if args.command == "run":
         runs = run_book(profile=args.profile, chapters=args.chapters, parameters=parameters, root=args.root,
-                        prepare=not args.no_prepare, output_dir=args.output_dir)
+                        prepare=not args.no_prepare, output_dir=args.output_dir, force=args.force)
         if parameters and runs:
             print(f"[run] re-run with parameters written to {runs[0].notebook.parent} (the book's folder is untouched)")
     elif args.command == "html":
         print(build_html(args.profile, root=args.root))
     else:
-        build_book(args.profile, chapters=args.chapters, parameters=parameters, root=args.root)
+        build_book(args.profile, chapters=args.chapters, parameters=parameters, root=args.root, force=args.force)
     return 0
 
 

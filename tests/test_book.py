@@ -32,7 +32,7 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 def built_book() -> Path:
     index = HTML / "index.html"
     if not (os.environ.get("CONVEXLAB_REUSE_BOOK") == "1" and index.is_file()):
-        index = build_book(PROFILE, root=ROOT)
+        index = build_book(PROFILE, root=ROOT, force=True)  # execute every chapter, whatever ran before
     return index
 
 

@@ -200,3 +200,83 @@ def test_build_with_parameters_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["build", "--root", str(tmp_path), "-p", "n", "3"])
     assert exit_info.value.code == 2 and "takes no -p" in capsys.readouterr().err
+
+
+COUNTING = textwrap.dedent(
+    """\
+    # A chapter that counts its executions
+
+    ```{code-cell} ipython3
+    :tags: [parameters]
+
+    profile = "lite"
+    n = 2
+    ```
+
+    ```{code-cell} ipython3
+    with open("../executions.log", "a") as log:  # outside book/, which is part of the key
+        log.write("ran\\n")
+    print(n)
+    ```
+    """
+)
+
+
+def _executions(root) -> int:
+    log = root / "executions.log"
+    return len(log.read_text().splitlines()) if log.is_file() else 0
+
+
+def test_an_up_to_date_chapter_is_kept_and_any_change_executes_it_again(tmp_path, monkeypatch):
+    import convexlab.book as book
+
+    _write_book(tmp_path, {"first": COUNTING})
+    (first,) = run_book(profile="lite", root=tmp_path, prepare=False)
+    assert not first.reused and _executions(tmp_path) == 1
+    assert book._recorded_execution_key(first.notebook) == book.execution_key("first", profile="lite", root=tmp_path)
+
+    (again,) = run_book(profile="lite", root=tmp_path, prepare=False)
+    assert again.reused and _executions(tmp_path) == 1
+
+    (forced,) = run_book(profile="lite", root=tmp_path, prepare=False, force=True)
+    assert not forced.reused and _executions(tmp_path) == 2
+
+    source = tmp_path / "book" / "first.md"
+    source.write_text(source.read_text().replace("print(n)", "print(n + 1)"))
+    (edited,) = run_book(profile="lite", root=tmp_path, prepare=False)
+    assert not edited.reused and _executions(tmp_path) == 3
+
+    (tmp_path / "book" / "figure.svg").write_text("<svg/>")  # another file of the book folder
+    assert not run_book(profile="lite", root=tmp_path, prepare=False)[0].reused
+
+    monkeypatch.setattr(book, "_package_digest", lambda: "an edited library")
+    assert not run_book(profile="lite", root=tmp_path, prepare=False)[0].reused
+    assert _executions(tmp_path) == 5
+
+
+def test_runs_that_read_what_the_project_does_not_make_are_always_executed(tmp_path):
+    import convexlab.book as book
+
+    _write_book(tmp_path, {"first": COUNTING})
+    assert book.execution_key("first", profile="paper", root=tmp_path) is None  # Speech Commands, hub ids
+    assert book.execution_key("first", profile="lite", parameters={"n": 3}, root=tmp_path) is None
+    out = tmp_path / "paper-run"
+    for _ in range(2):
+        (run,) = run_book(profile="paper", root=tmp_path, prepare=False, output_dir=out)
+        assert not run.reused
+    assert _executions(tmp_path) == 2
+    assert book._recorded_execution_key(run.notebook) is None
+
+
+def test_a_failed_execution_records_no_key(tmp_path):
+    import papermill
+
+    import convexlab.book as book
+
+    _write_book(tmp_path, {"first": COUNTING.replace("print(n)", "raise RuntimeError('broken')")})
+    with pytest.raises(papermill.PapermillExecutionError):
+        run_chapter("first", root=tmp_path)
+    assert book._recorded_execution_key(book.executed_dir("lite", tmp_path) / "first.ipynb") is None
+    with pytest.raises(papermill.PapermillExecutionError):  # executed again, not answered from the failure
+        run_chapter("first", root=tmp_path)
+    assert _executions(tmp_path) == 2
