@@ -355,7 +355,7 @@ def _corpus_generator(config: PretrainConfig) -> dict[str, Any]:
     """The pretraining corpus's generator and version: a regenerated corpus (a new SYNTH_VERSION or
     SPOKEN_VERSION, another espeak-ng) is other audio, so the model trained on it gets another key."""
     if config.corpus == "spoken":
-        return {"generator": "spoken", "version": spoken.SPOKEN_VERSION, "espeakng_loader": spoken._loader_version()}
+        return {"generator": "spoken", "version": spoken.SPOKEN_VERSION, "espeakng_loader": spoken.espeak_loader_version()}
     return {"generator": "synthetic", "version": synth.SYNTH_VERSION}
 
 

@@ -61,6 +61,7 @@ __all__ = [
     "spoken_words",
     "draw_speakers",
     "espeak_paths",
+    "espeak_loader_version",
     "generate_corpus",
     "spoken_corpus",
 ]
@@ -361,7 +362,7 @@ def generate_corpus(
         {
             "generator": "convexlab.spoken",
             "version": SPOKEN_VERSION,
-            "espeakng_loader": _loader_version(),
+            "espeakng_loader": espeak_loader_version(),
             "params": dict(n_words=len(words), n_speakers=n_speakers, n_repetitions=n_repetitions, seed=seed,
                            speaker_prefix=speaker_prefix, validation_fraction=validation_fraction,
                            test_fraction=test_fraction),
@@ -373,7 +374,8 @@ def generate_corpus(
     return root
 
 
-def _loader_version() -> str:
+def espeak_loader_version() -> str:
+    """The installed espeakng-loader's version (its libespeak-ng and data make the audio): part of every key."""
     try:
         return importlib.metadata.version("espeakng-loader")
     except importlib.metadata.PackageNotFoundError:
@@ -398,7 +400,7 @@ def spoken_corpus(
     words = spoken_words(n_words)
     params = dict(n_words=len(words), n_speakers=n_speakers, n_repetitions=n_repetitions, seed=seed,
                   speaker_prefix=speaker_prefix)
-    key = stable_hash("spoken-corpus", SPOKEN_VERSION, _loader_version(), params)
+    key = stable_hash("spoken-corpus", SPOKEN_VERSION, espeak_loader_version(), params)
     path = cache_path("corpora", f"spoken-{len(words)}w-{n_speakers}s-{n_repetitions}r-seed{seed}-{key}")
     if (path / "corpus.json").is_file():
         return path
