@@ -88,8 +88,8 @@ def main() -> None:
     parser.add_argument("--conv-dim", type=int, help="miniature override: feature-encoder channels (all 7 layers)")
     parser.add_argument("--hidden-size", type=int, help="miniature override: transformer width (intermediate 3x)")
     for field in dataclasses.fields(PretrainConfig):  # every recipe field can be overridden
-        if field.type in ("int", "float", "int | None", "str") and field.name != "corpus":  # --corpus sets both
-            kind = {"int": int, "float": float, "int | None": int, "str": str}[field.type]
+        if field.type in ("int", "float", "int | None", "float | None", "str") and field.name != "corpus":
+            kind = {"int": int, "float": float, "int | None": int, "float | None": float, "str": str}[field.type]
             parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, help="pretraining override")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

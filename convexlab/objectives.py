@@ -54,6 +54,7 @@ __all__ = [
     "ClusterContrastiveObjective",
     "MaskedPredictionObjective",
     "mfcc_cluster_targets",
+    "IGNORE_TARGET",
     "hidden_cluster_targets",
     "mix_utterances",
     "sample_time_mask",
@@ -64,6 +65,9 @@ __all__ = [
 class ObjectiveOutput:
     loss: torch.Tensor  # scalar loss to minimise (per masked frame)
     parts: dict[str, float] = field(default_factory=dict)  # named components, for the training log
+
+
+IGNORE_TARGET = -100  # a frame's target id meaning "no loss here" (torch's cross-entropy ignore_index)
 
 
 def sample_time_mask(
@@ -325,6 +329,8 @@ def mfcc_cluster_targets(
     n_clusters: int = 50,
     seed: int = 0,
     sample_rate: int = 16_000,
+    normalisation: str = "corpus",
+    silence_db: float | None = None,
 ) -> np.ndarray:
     """HuBERT's first-iteration targets: k-means ids of MFCC+deltas, int64 ``(N, n_frames)``.
 
@@ -332,7 +338,16 @@ def mfcc_cluster_targets(
     with a 20 ms shift, so that frame ``t`` lines up with the model's 20 ms frame ``t``;
     delta and delta-delta features are appended (39 dims), each dimension is standardised over
     the corpus, and MiniBatchKMeans fits ``n_clusters`` centroids.
+
+    ``normalisation="utterance"`` first removes each utterance's mean and scales by its standard
+    deviation per dimension (cepstral mean and variance normalisation), so that a speaker's
+    microphone and room, constant over an utterance, do not decide the cluster. ``silence_db``:
+    frames whose energy is more than this many dB below the utterance's loudest frame are not
+    clustered and get :data:`IGNORE_TARGET` (no loss there): in one-second clips of one word half
+    the frames are background noise, whose colour and level belong to the speaker's channel.
     """
+    if normalisation not in ("corpus", "utterance"):
+        raise ValueError(f"normalisation={normalisation!r}; use 'corpus' or 'utterance' (per-utterance CMVN)")
     import torchaudio
     from sklearn.cluster import MiniBatchKMeans
 
@@ -348,12 +363,29 @@ def mfcc_cluster_targets(
         frames = torch.cat([mfcc.T, deltas, delta_deltas]).T  # (frames, 39)
         if len(frames) < n_frames:  # pad by repeating the last frame (conv and MFCC edges differ by <= 1 frame)
             frames = torch.cat([frames, frames[-1:].expand(n_frames - len(frames), -1)])
-        features.append(frames[:n_frames].numpy())
+        frames = frames[:n_frames]
+        if normalisation == "utterance":
+            frames = (frames - frames.mean(0)) / (frames.std(0) + 1e-6)
+        features.append(frames.numpy())
     stacked = np.stack(features)  # (N, n_frames, 39)
-    flat = stacked.reshape(-1, stacked.shape[-1])
-    flat = (flat - flat.mean(0)) / (flat.std(0) + 1e-6)
+    speech = np.ones(stacked.shape[:2], dtype=bool)
+    if silence_db is not None:
+        energy_db = _frame_energy_db(np.asarray(waveforms, dtype=np.float32), n_frames=n_frames)  # (N, n_frames)
+        speech = energy_db > energy_db.max(1, keepdims=True) - silence_db
+    flat = stacked[speech]
+    mean, std = flat.mean(0), flat.std(0) + 1e-6
     kmeans = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, batch_size=4096, n_init=3)
-    return kmeans.fit_predict(flat).reshape(len(waveforms), n_frames).astype(np.int64)
+    targets = np.full(stacked.shape[:2], IGNORE_TARGET, dtype=np.int64)
+    targets[speech] = kmeans.fit_predict((flat - mean) / std)
+    return targets
+
+
+def _frame_energy_db(waveforms: np.ndarray, *, n_frames: int) -> np.ndarray:
+    """Energy in dB of 25 ms frames every 20 ms (the MFCC frames), ``(N, n_frames)``."""
+    window, shift = 400, 320
+    starts = np.minimum(np.arange(n_frames) * shift, max(0, waveforms.shape[1] - window))
+    frames = np.stack([waveforms[:, start : start + window] for start in starts], axis=1)  # (N, n_frames, 400)
+    return 10 * np.log10((frames.astype(np.float64) ** 2).mean(-1) + 1e-12)
 
 
 @torch.no_grad()
@@ -484,9 +516,13 @@ class MaskedPredictionObjective(nn.Module):
             waveforms = mix_utterances(waveforms, probability=self.mix_probability, generator=self.generator)
         mask = sample_time_mask(batch_size, n_frames, mask_prob=self.mask_prob, mask_length=self.mask_length).to(waveforms.device)
         hidden = self.model(waveforms, mask_time_indices=mask).last_hidden_state  # (B, T, H)
-        projected = F.normalize(self.projection(hidden[mask]), dim=-1)  # (n_masked, P)
+        scored = mask & (targets != IGNORE_TARGET)  # masked frames that have a target
+        if not scored.any():  # every masked frame of the batch is silence: nothing to predict this step
+            loss = hidden.sum() * 0.0
+            return ObjectiveOutput(loss=loss, parts={"masked_prediction": 0.0, "accuracy": float("nan")})
+        projected = F.normalize(self.projection(hidden[scored]), dim=-1)  # (n_scored, P)
         logits = projected @ F.normalize(self.cluster_embeddings, dim=-1).T / self.logits_temperature
-        masked_targets = targets[mask]
+        masked_targets = targets[scored]
         loss = F.cross_entropy(logits, masked_targets)
         accuracy = float((logits.argmax(-1) == masked_targets).float().mean())
         return ObjectiveOutput(loss=loss, parts={"masked_prediction": _scalar(loss), "accuracy": accuracy})

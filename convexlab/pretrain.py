@@ -98,6 +98,8 @@ class PretrainConfig:
     cross_weight: float = 0.5  # ccc: weight of each cross-contrastive term (0: no augmentation)
     # masked prediction (hubert, wavlm)
     n_clusters: int = 50  # k-means clusters of MFCC frames
+    target_normalisation: str = "corpus"  # MFCC standardisation before k-means: "corpus", or "utterance" (CMVN)
+    target_silence_db: float | None = None  # frames this many dB below an utterance's loudest: no target (None: all)
     projection_dim: int = 64  # size of the projection compared with the cluster embeddings
     mix_probability: float = 0.2  # wavlm: probability that an utterance gets another one mixed in
     # masked prediction, second iteration: a fresh model predicts k-means ids of the first one's features
@@ -296,7 +298,8 @@ def pretrain(
         if isinstance(objective, MaskedPredictionObjective):
             n_frames = int(objective.model._get_feat_extract_output_lengths(torch.tensor(waveforms.shape[1])))
             targets = torch.from_numpy(
-                mfcc_cluster_targets(waveforms, n_frames=n_frames, n_clusters=config.n_clusters, seed=seed)
+                mfcc_cluster_targets(waveforms, n_frames=n_frames, n_clusters=config.n_clusters, seed=seed,
+                                     normalisation=config.target_normalisation, silence_db=config.target_silence_db)
             )
         setup_seconds = time.perf_counter() - setup_start
         audio = torch.from_numpy(waveforms)
@@ -331,12 +334,17 @@ def _config_dict(model_config: PretrainedConfig) -> dict[str, Any]:
 
 
 def _key_dict(config: PretrainConfig) -> dict[str, Any]:
-    """The config as hashed into the cache key: ``corpus`` only when not the synthetic default,
-    so the keys of models pretrained before the field existed are unchanged."""
+    """The config as hashed into the cache key: fields added later only when not at their default,
+    so the keys of models pretrained before those fields existed are unchanged."""
     data = dataclasses.asdict(config)
-    if data["corpus"] == "synthetic":
-        del data["corpus"]
+    for name, default in _FIELDS_KEYED_WHEN_SET.items():
+        if data[name] == default:
+            del data[name]
     return data
+
+
+# fields added after models were cached: hashed only when not at their default, so older keys stand
+_FIELDS_KEYED_WHEN_SET = {"corpus": "synthetic", "target_normalisation": "corpus", "target_silence_db": None}
 
 
 def pretrained_path(

@@ -14,6 +14,8 @@ from convexlab.objectives import (
     ContrastiveObjective,
     contrastive_loss_sum,
     cosine_kmeans,
+    IGNORE_TARGET,
+    MaskedPredictionObjective,
     mfcc_cluster_targets,
     mix_utterances,
     sample_time_mask,
@@ -302,3 +304,49 @@ def test_a_regenerated_pretraining_corpus_gets_another_model_key(corpus, module_
     module = importlib.import_module(f"convexlab.{module_name}")
     monkeypatch.setattr(module, constant, getattr(module, constant) + 1)
     assert pretrained_path("hubert", config=config) != before
+
+
+def test_utterance_normalised_targets_ignore_a_speakers_gain_and_colouring():
+    clips = tone_clips(8, seed=5)
+    n_frames = 49
+    rng = np.random.default_rng(0)
+    gains = rng.uniform(0.1, 1.0, size=(8, 1)).astype(np.float32)  # a microphone's level, one per utterance
+    normalised = mfcc_cluster_targets(clips, n_frames=n_frames, n_clusters=6, seed=0, normalisation="utterance")
+    np.testing.assert_array_equal(normalised, mfcc_cluster_targets(clips * gains, n_frames=n_frames, n_clusters=6,
+                                                                    seed=0, normalisation="utterance"))
+    corpus_wide = [mfcc_cluster_targets(c, n_frames=n_frames, n_clusters=6, seed=0) for c in (clips, clips * gains)]
+    assert not np.array_equal(*corpus_wide)  # without CMVN the level moves frames to other clusters
+    with pytest.raises(ValueError, match="utterance"):
+        mfcc_cluster_targets(clips, n_frames=n_frames, normalisation="speaker")
+
+
+def test_silent_frames_get_no_target_and_no_loss():
+    clips = tone_clips(6, seed=1)
+    clips[:, :8000] *= 1e-3  # the first half 60 dB down: background only
+    targets = mfcc_cluster_targets(clips, n_frames=49, n_clusters=4, seed=0, silence_db=30.0)
+    assert (targets[:, :23] == IGNORE_TARGET).all() and (targets[:, 26:] >= 0).all()
+    assert set(np.unique(targets[targets >= 0])) <= set(range(4))
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    objective = MaskedPredictionObjective(TINY_CONFIGS["hubert"](), n_clusters=4, mask_prob=0.8, mask_length=5,
+                                          projection_dim=16)
+    waves = torch.from_numpy(clips)
+    ignored = torch.full((6, 49), IGNORE_TARGET)
+    output = objective(waves, targets=ignored)
+    assert float(output.loss.detach()) == 0.0
+    output.loss.backward()  # a batch of silence still makes a (zero) gradient, not an error
+    np.random.seed(0)
+    scored = objective(waves, targets=torch.from_numpy(targets)).loss
+    np.random.seed(0)
+    relabelled = torch.from_numpy(np.where(targets == IGNORE_TARGET, 0, targets))
+    assert float(scored) != float(objective(waves, targets=relabelled).loss)  # the ignored frames counted there
+
+
+def test_new_target_fields_key_only_when_set():
+    default = pretrain_module._key_dict(PretrainConfig())
+    assert "target_normalisation" not in default and "target_silence_db" not in default
+    assert pretrained_path("hubert", config=PretrainConfig()) != pretrained_path(
+        "hubert", config=PretrainConfig(target_silence_db=30.0))
+    assert pretrained_path("hubert", config=PretrainConfig()) != pretrained_path(
+        "hubert", config=PretrainConfig(target_normalisation="utterance"))
