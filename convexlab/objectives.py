@@ -55,6 +55,7 @@ __all__ = [
     "MaskedPredictionObjective",
     "mfcc_cluster_targets",
     "IGNORE_TARGET",
+    "speech_only_mask",
     "hidden_cluster_targets",
     "mix_utterances",
     "sample_time_mask",
@@ -68,6 +69,21 @@ class ObjectiveOutput:
 
 
 IGNORE_TARGET = -100  # a frame's target id meaning "no loss here" (torch's cross-entropy ignore_index)
+
+
+def speech_only_mask(mask: torch.Tensor, waveforms: torch.Tensor, *, silence_db: float, min_masks: int = 2) -> torch.Tensor:
+    """``mask`` bool ``(B, T)`` without the frames more than ``silence_db`` below each clip's loudest frame.
+
+    The contrastive families' counterpart of masked prediction's untargeted silence: a masked
+    background-noise frame (and a noise distractor) asks the model for the speaker's channel, not
+    for speech. An utterance left with fewer than ``min_masks`` masked frames keeps its whole mask.
+    """
+    energy_db = torch.from_numpy(_frame_energy_db(waveforms.detach().cpu().numpy(), n_frames=mask.shape[1]))
+    speech = energy_db > energy_db.max(1, keepdim=True).values - silence_db
+    kept = mask & speech.to(mask.device)
+    too_few = kept.sum(1) < min_masks
+    kept[too_few] = mask[too_few]
+    return kept
 
 
 def sample_time_mask(
@@ -118,6 +134,7 @@ class ContrastiveObjective(nn.Module):
         logits_temperature: float = 0.1,
         gumbel_start: float = 2.0,
         gumbel_end: float = 0.5,
+        silence_db: float | None = None,
     ) -> None:
         super().__init__()
         if codevector_dim % num_codevector_groups:
@@ -139,6 +156,7 @@ class ContrastiveObjective(nn.Module):
         self.num_negatives = num_negatives
         self.gumbel_start = gumbel_start
         self.gumbel_end = gumbel_end
+        self.silence_db = silence_db
 
     @property
     def encoder(self) -> nn.Module:
@@ -152,6 +170,8 @@ class ContrastiveObjective(nn.Module):
         batch_size, n_samples = waveforms.shape
         n_frames = _frames_per_clip(self.model, n_samples)
         mask = sample_time_mask(batch_size, n_frames, mask_prob=self.mask_prob, mask_length=self.mask_length)
+        if self.silence_db is not None:
+            mask = speech_only_mask(mask, waveforms, silence_db=self.silence_db)
         negatives = _sample_negative_indices((batch_size, n_frames), self.num_negatives, mask_time_indices=mask.numpy())
         return mask.to(waveforms.device), torch.from_numpy(negatives).long().to(waveforms.device)
 

@@ -99,7 +99,7 @@ class PretrainConfig:
     # masked prediction (hubert, wavlm)
     n_clusters: int = 50  # k-means clusters of MFCC frames
     target_normalisation: str = "corpus"  # MFCC standardisation before k-means: "corpus", or "utterance" (CMVN)
-    target_silence_db: float | None = None  # frames this many dB below an utterance's loudest: no target (None: all)
+    target_silence_db: float | None = None  # frames this many dB below a clip's loudest are never predicted (None: all)
     projection_dim: int = 64  # size of the projection compared with the cluster embeddings
     mix_probability: float = 0.2  # wavlm: probability that an utterance gets another one mixed in
     # masked prediction, second iteration: a fresh model predicts k-means ids of the first one's features
@@ -183,6 +183,7 @@ def _build_objective(
             diversity_weight=config.diversity_weight,
             gumbel_start=config.gumbel_start,
             gumbel_end=config.gumbel_end,
+            silence_db=config.target_silence_db,
             **masking,
         )
         if family == "wav2vec2":

@@ -350,3 +350,24 @@ def test_new_target_fields_key_only_when_set():
         "hubert", config=PretrainConfig(target_silence_db=30.0))
     assert pretrained_path("hubert", config=PretrainConfig()) != pretrained_path(
         "hubert", config=PretrainConfig(target_normalisation="utterance"))
+
+
+def test_contrastive_masks_only_speech_frames_when_asked():
+    from convexlab.objectives import speech_only_mask
+
+    clips = tone_clips(4, seed=2)
+    clips[:, :8000] *= 1e-3
+    waves = torch.from_numpy(clips)
+    mask = sample_time_mask(4, 49, mask_prob=0.9, mask_length=5)
+    kept = speech_only_mask(mask, waves, silence_db=30.0)
+    assert not kept[:, :23].any() and (kept <= mask).all() and kept[:, 26:].any()
+    silent = torch.from_numpy(np.full((4, 16_000), 1e-4, dtype=np.float32))
+    silent[:, 100] = 1.0  # one loud click: every other frame is "silence", too few left to mask
+    assert torch.equal(speech_only_mask(mask, silent, silence_db=30.0), mask)
+
+    objective = ContrastiveObjective(TINY_CONFIGS["wav2vec2"](), mask_prob=0.9, mask_length=5, num_negatives=5,
+                                     codevector_dim=16, num_codevectors_per_group=16, silence_db=30.0)
+    np.random.seed(0)
+    masked, negatives = objective._mask_and_negatives(waves)
+    assert not masked[:, :23].any()
+    assert torch.isfinite(objective(waves).loss)
