@@ -21,6 +21,7 @@ import pandas as pd
 import seaborn as sns
 from pandas.io.formats.style import Styler
 from convexlab.convexity import best_layer
+from convexlab.families import SAMPLE_RATE, TASKS
 from convexlab.models import family_or_name
 
 __all__ = [
@@ -186,7 +187,7 @@ def _mel_filterbank(n_mels: int, n_fft: int, sample_rate: int) -> np.ndarray:
 def log_mel_spectrogram(
     audio: np.ndarray,
     *,
-    sample_rate: int = 16_000,
+    sample_rate: int = SAMPLE_RATE,
     n_fft: int = 400,
     hop_length: int = 160,
     n_mels: int = 64,
@@ -390,7 +391,7 @@ def plot_models_side_by_side(
     ci_low, ci_high). ``note`` is printed in the corner (use :func:`miniature_label`).
     """
     _require_columns(table, ["model", "concept", "layer", "score"], "plot_models_side_by_side")
-    concepts = list(concepts) if concepts is not None else [c for c in ("word", "speaker") if c in set(table["concept"])]
+    concepts = list(concepts) if concepts is not None else [c for c in TASKS if c in set(table["concept"])]
     if not concepts:
         raise ValueError(f"No concept to draw: the table's concepts are {sorted(set(table['concept']))}")
     fig, axes = plt.subplots(1, len(concepts), figsize=figsize or (5.2 * len(concepts), 3.8), sharey=True, squeeze=False)
@@ -413,8 +414,8 @@ def plot_before_after(table: pd.DataFrame, *, note: str | None = None, band: boo
     tasks, columns are concepts, colours are model families.
     """
     _require_columns(table, ["model", "task", "concept", "stage", "layer", "score"], "plot_before_after")
-    tasks = [t for t in ("word", "speaker") if t in set(table["task"])] or sorted(set(table["task"]))
-    concepts = [c for c in ("word", "speaker") if c in set(table["concept"])] or sorted(set(table["concept"]))
+    tasks = [t for t in TASKS if t in set(table["task"])] or sorted(set(table["task"]))
+    concepts = [c for c in TASKS if c in set(table["concept"])] or sorted(set(table["concept"]))
     fig, axes = plt.subplots(len(tasks), len(concepts), figsize=(5.0 * len(concepts), 3.3 * len(tasks)),
                              sharey=True, squeeze=False)
     for i, task in enumerate(tasks):
@@ -497,7 +498,7 @@ def plot_pruning_comparison(
     drawn as hatched grey bars labelled as the paper's.
     """
     _require_columns(ours, ["model", "task", *metrics], "plot_pruning_comparison")
-    tasks = [t for t in ("word", "speaker") if t in set(ours["task"])]
+    tasks = [t for t in TASKS if t in set(ours["task"])]
     titles = {"accuracy_change": "accuracy", "train_time_change": "training time",
               "inference_time_change": "inference time"}
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
@@ -593,7 +594,7 @@ def plot_spectrograms(
     clips: Sequence[np.ndarray],
     titles: Sequence[str],
     *,
-    sample_rate: int = 16_000,
+    sample_rate: int = SAMPLE_RATE,
     ncols: int | None = None,
     suptitle: str | None = None,
     note: str | None = None,
