@@ -494,7 +494,7 @@ def plot_pruning_comparison(
     """Pruned vs full model, in percent change, per task and metric; the paper's figures beside ours.
 
     ``ours``: rows with columns model, task and the ``metrics`` (fractions, −0.25 % = −0.0025).
-    ``paper``: same metric columns with a task column (from :func:`convexlab.pipeline.paper_table`),
+    ``paper``: same metric columns with a task column (from :func:`convexlab.reported.paper_table`),
     drawn as hatched grey bars labelled as the paper's.
     """
     _require_columns(ours, ["model", "task", *metrics], "plot_pruning_comparison")
