@@ -186,7 +186,9 @@ class LayerRule:
 
 
 def _argmax_layer(scores: Sequence[float]) -> int:
-    return int(np.argmax(np.asarray(scores, dtype=np.float64)))  # the first on ties
+    """The hidden-state index with the highest of ``scores`` (L + 1,), by the package's one rule
+    (:func:`convexlab.convexity.best_layer`: ties go to the shallower layer)."""
+    return int(best_layer(pd.DataFrame({"layer": np.arange(len(scores)), "score": np.asarray(scores, dtype=np.float64)})))
 
 
 def graph_convexity_rule(*, n_neighbors: int = 10, max_pairs: int | None = 5000, seed: int = 0) -> LayerRule:
