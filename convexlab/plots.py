@@ -12,6 +12,7 @@ reader would need to trust.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -151,7 +152,8 @@ def styled_table(
 
     ``name`` becomes the HTML id (instead of a random one) so that re-executing a chapter
     gives identical output; numbers are shown with ``precision`` decimals unless ``formats``
-    maps a column to its own format string (e.g. ``{"accuracy": "{:.1%}"}``).
+    maps a column to its own format string (e.g. ``{"accuracy": "{:.1%}"}``). Column names may
+    wrap after an underscore on the page.
     """
     if not isinstance(table, pd.DataFrame):
         raise TypeError(f"styled_table expects a pandas DataFrame, got {type(table).__name__}")
@@ -166,7 +168,14 @@ def styled_table(
         styler = styler.set_caption(caption)
     if hide_index:
         styler = styler.hide(axis="index")
-    return styler
+    # Long column names may break after their underscores, so that a table fits the book's content
+    # column while showing the names the code uses (<wbr> is invisible, and absent when copied).
+    return styler.format_index(_breakable_label, axis="columns")
+
+
+def _breakable_label(label):
+    """An HTML column label with a line-break opportunity after each underscore; non-strings as they are."""
+    return html.escape(label).replace("_", "_<wbr>") if isinstance(label, str) else label
 
 
 # --------------------------------------------------------------------------- audio
