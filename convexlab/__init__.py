@@ -17,7 +17,7 @@ from convexlab.extract import LayerEmbeddings, extract_layers, layer_embeddings
 # -- convexity (convexlab.convexity) --
 from convexlab.convexity import (
     ConvexityResult, LayerStructure, best_layer, graph_convexity, layer_structure, layerwise_convexity,
-    plot_convexity_graph, shortest_path_scores,
+    plot_convexity_graph, pruning_depth, shortest_path_scores,
 )
 # -- pruning, finetuning, timing (convexlab.prune, convexlab.finetune, convexlab.timing) --
 from convexlab.prune import count_parameters, prune
@@ -36,4 +36,26 @@ from convexlab.plots import CONCEPT_COLORS, MODEL_COLORS, miniature_label, plot_
 # -- pipeline: the book's chapter glue, and the 2-D teaching toys (convexlab.pipeline, convexlab.toys) --
 from convexlab import pipeline, toys
 
+# The package's one version string: pyproject.toml reads it from here (dynamic = ["version"];
+# setuptools reads the literal without importing the package).
 __version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "cache_root", "PROFILES", "Profile", "get_profile",
+    "AudioDataset", "corpus_root", "load_task", "speaker_task", "speech_commands_root", "word_task",
+    "generate_corpus", "synthetic_corpus",
+    "FAMILIES", "CheckpointUnavailableError", "ModelFamily", "family_of", "load_model", "miniature_config",
+    "LayerEmbeddings", "extract_layers", "layer_embeddings",
+    "ConvexityResult", "LayerStructure", "best_layer", "graph_convexity", "layer_structure", "layerwise_convexity",
+    "plot_convexity_graph", "pruning_depth", "shortest_path_scores",
+    "count_parameters", "prune",
+    "FinetuneResult", "finetune", "finetune_for_profile", "finetuned_layer_embeddings",
+    "CostSplit", "InferenceTiming", "TrainingTiming", "compare_inference", "measure_inference", "split_cost",
+    "PruneComparison", "compare_pruned",
+    "RULES", "Frontier", "LayerRule", "euclidean_convexity", "linear_cka", "oracle_depth", "pick_depths",
+    "pruning_frontier", "rule_report",
+    "PretrainConfig", "ensure_pretrained",
+    "CONCEPT_COLORS", "MODEL_COLORS", "miniature_label", "plot_frontier", "styled_table",
+    "pipeline", "toys",
+]

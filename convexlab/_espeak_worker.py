@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+__all__ = ["ESPEAK_RATE", "FIX", "EspeakError"]  # the worker itself runs as a script (_serve)
+
 ESPEAK_RATE = 22_050  # libespeak-ng's output rate
 FIX = "pip install espeakng-loader (or `make venv`, which installs it from requirements.lock)"
 

@@ -53,6 +53,7 @@ __all__ = [
     "chapter_names",
     "chapter_parameters",
     "run_chapter",
+    "hide_injected_parameters",
     "run_book",
     "execution_key",
     "prepare_profile",
@@ -309,11 +310,36 @@ def run_chapter(
             os.environ.clear()
             os.environ.update(saved_env)
         seconds = time.perf_counter() - start
+    hide_injected_parameters(target)
     if key is not None:
         _record_execution_key(target, key)
     run = ChapterRun(chapter=source.stem, profile=profile, notebook=target, seconds=seconds, parameters=params)
     _record_timing(out_dir, run)
     return run
+
+
+# papermill tags the cell it adds "injected-parameters". On the page it would repeat the chapter's
+# own parameters cell (hidden behind a toggle, tag "hide-cell"), so the page drops it; the notebook
+# keeps it, as the record of the values the chapter ran with.
+PAGE_HIDDEN_TAG = "remove-cell"
+
+
+def hide_injected_parameters(notebook: str | os.PathLike) -> int:
+    """Tag papermill's ``injected-parameters`` cell of an executed notebook :data:`PAGE_HIDDEN_TAG`,
+    in place, so that Jupyter Book leaves it off the page; returns how many cells were tagged."""
+    import nbformat
+
+    path = Path(notebook)
+    nb = nbformat.read(path, as_version=4)
+    tagged = 0
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and PAGE_HIDDEN_TAG not in tags:
+            cell.metadata["tags"] = [*tags, PAGE_HIDDEN_TAG]
+            tagged += 1
+    if tagged:
+        nbformat.write(nb, path)
+    return tagged
 
 
 def _record_timing(out_dir: Path, run: ChapterRun) -> None:

@@ -21,6 +21,8 @@ from convexlab.cache import save_json
 from convexlab.compare import compare_pruned
 from convexlab.data import load_task
 from convexlab.extract import layer_embeddings
+from convexlab.families import TASKS
+from convexlab.models import DTYPES
 from convexlab.pipeline import choose_layer
 from convexlab.pretrain import FAMILY_OBJECTIVES, PretrainConfig, ensure_pretrained, loss_trend, training_log
 from convexlab.profiles import get_profile
@@ -60,12 +62,12 @@ def add_extract_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", action="append", required=True,
                         help="miniature name, hub id or local folder; repeat it, or 'all' for the profile's models")
-    parser.add_argument("--task", choices=["word", "speaker"], default="word")
+    parser.add_argument("--task", choices=TASKS, default="word")
     parser.add_argument("--profile", default="lite", help="profile preset (lite, paper, large)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override one profile field, e.g. --set n_speakers=8 (repeatable)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the profile's)")
-    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--dtype", default=None, choices=list(DTYPES))
     parser.add_argument("--batch-size", type=positive_int, default=None)
     parser.add_argument("--n-per-class", type=nonnegative_int, default=None,
                         help="clips per class (default: the profile's n_per_class; 0 for all)")
@@ -128,7 +130,7 @@ def add_prune_compare_cli(subparsers) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--model", required=True, help="miniature name, hub id or local model folder")
-    parser.add_argument("--task", required=True, choices=["word", "speaker"])
+    parser.add_argument("--task", required=True, choices=TASKS)
     parser.add_argument("--layer", required=True,
                         help="transformer layers to keep (1..L), or 'auto' for the most convex layer of the task's concept")
     parser.add_argument("--profile", default="lite", help="profile preset: lite, paper or large (default: lite)")

@@ -39,6 +39,7 @@ __all__ = [
     "layer_structure",
     "ConvexityResult",
     "graph_convexity",
+    "euclidean_convexity",
     "layerwise_convexity",
     "best_layer",
     "pruning_depth",
@@ -206,6 +207,47 @@ def graph_convexity(
         n_points=int(X64.shape[0]),
         timings={"pairs": prepared, **timings},
     )
+
+
+def euclidean_convexity(X, labels, *, n_points: int = 10, max_pairs: int | None = 500, seed: int = 0,
+                        chunk_size: int = 4096) -> float:
+    """Euclidean convexity of the classes in one set of embeddings, in [0, 1].
+
+    X: (N, D); labels: N hashable labels. Definition (Tětková et al. 2023): for each class,
+    ordered pairs of distinct members (all, or ``max_pairs`` per class sampled with ``seed``,
+    the same sampling as :func:`convexlab.convexity.graph_convexity`); on the straight segment
+    between the two points, ``n_points`` evenly spaced interior points x_a + t (x_b - x_a),
+    t = i / (n_points + 1), i = 1..n_points; each is labelled by its nearest data point
+    (Euclidean, ties to the lowest index). The score is the fraction of all those segment
+    points, pooled over classes, whose label is the pair's class. A convex, well-separated
+    class scores 1; classes whose straight segments pass through other classes score lower.
+    Classes with one member have no pairs and are left out. The pair's own endpoints are data
+    points too, so segment points near them take their class: random labels score well above
+    chance (1 / C), which matters only when comparing absolute values, not layers.
+    """
+    if n_points < 1:
+        raise ValueError(f"n_points must be >= 1; got {n_points}.")
+    X64 = as_float64_matrix(X)
+    classes = _encode_labels(labels, X64.shape[0])
+    codes = classes.codes
+    pairs = sample_pairs(codes, n_classes=len(classes.labels), max_pairs=max_pairs, seed=seed)
+    if pairs.sources.size == 0:
+        raise ValueError("No class has two or more members, so there is no segment to score.")
+    X64 = X64 - X64.mean(axis=0, keepdims=True)  # centred: smaller norms, exact-enough distances
+    data = torch.from_numpy(X64)
+    data_sq = (data * data).sum(dim=1)
+    t = torch.arange(1, n_points + 1, dtype=torch.float64) / (n_points + 1)  # (n_points,)
+    in_class = 0
+    pairs_per_chunk = max(1, chunk_size // n_points)
+    for start in range(0, pairs.sources.size, pairs_per_chunk):
+        a = data[pairs.sources[start:start + pairs_per_chunk]]  # (P, D)
+        b = data[pairs.targets[start:start + pairs_per_chunk]]
+        points = (a[:, None, :] + t[None, :, None] * (b - a)[:, None, :]).reshape(-1, X64.shape[1])  # (P n, D)
+        distances = (points * points).sum(dim=1, keepdim=True) - 2 * points @ data.T + data_sq[None, :]
+        nearest = torch.argmin(distances, dim=1).numpy()  # first minimum: ties to the lowest index
+        wanted = np.repeat(pairs.pair_class[start:start + pairs_per_chunk], n_points)
+        in_class += int((codes[nearest] == wanted).sum())
+    return in_class / (pairs.sources.size * n_points)
 
 
 def _layers_of(embeddings) -> tuple[list[Hashable], list[Any]]:

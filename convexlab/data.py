@@ -21,12 +21,11 @@ import numpy as np
 import soundfile as sf
 
 from convexlab.cache import cache_path, file_digest, stable_hash
-from convexlab.families import SAMPLE_RATE
+from convexlab.families import CLIP_SAMPLES, SAMPLE_RATE
 from convexlab.profiles import get_profile
 from convexlab.spoken import spoken_corpus
 from convexlab.synth import synthetic_corpus
 
-CLIP_SAMPLES = 16_000  # clips are padded or cut to one second
 
 __all__ = [
     "SAMPLE_RATE",

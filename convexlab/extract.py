@@ -41,7 +41,7 @@ from convexlab import distributed
 from convexlab._progress import tqdm_disable
 from convexlab.cache import atomic_write, cache_path, stable_hash, stage_key
 from convexlab.data import SAMPLE_RATE, AudioDataset
-from convexlab.models import VOLATILE_CONFIG_KEYS, feature_extractor_for, load_model, torch_dtype
+from convexlab.models import VOLATILE_CONFIG_KEYS, dtype_name, feature_extractor_for, load_model, torch_dtype
 from convexlab.profiles import get_profile
 
 __all__ = ["LayerEmbeddings", "pooled_hidden_states", "extract_layers", "layer_embeddings", "model_fingerprint"]
@@ -174,7 +174,7 @@ def extract_layers(
     preprocess = feature_extractor_for(model)
     use_mask = bool(preprocess.return_attention_mask)
     n_states, n_clips, width = model.config.num_hidden_layers + 1, len(dataset), model.config.hidden_size
-    settings = dict(version=EXTRACT_VERSION, pooling=POOLING, dtype=str(dtype).removeprefix("torch."),
+    settings = dict(version=EXTRACT_VERSION, pooling=POOLING, dtype=dtype_name(dtype),
                     do_normalize=bool(preprocess.do_normalize), attention_mask=use_mask)
     key = stage_key("layer-embeddings", EXTRACT_VERSION, inputs={"model": model_fingerprint(model),
                                                                  "dataset": dataset.content_hash()}, params=settings)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "SAMPLE_RATE",
+    "CLIP_SAMPLES",
     "TASKS",
     "ModelFamily",
     "FAMILIES",
@@ -26,6 +27,7 @@ __all__ = [
 ]
 
 SAMPLE_RATE = 16_000  # Hz: every clip of this project, and the rate every model expects
+CLIP_SAMPLES = SAMPLE_RATE  # one second: every clip is generated at, or padded or cut to, this length
 TASKS = ("word", "speaker")  # the tasks (each a concept) that get a classification head
 
 

@@ -58,7 +58,7 @@ from convexlab._progress import show_bars, transformers_bars
 from convexlab.cache import atomic_dir, cache_path, load_json, profile_params, save_json, stable_hash, stage_key
 from convexlab.data import load_task
 from convexlab.extract import extract_layers
-from convexlab.families import TASKS
+from convexlab.families import SAMPLE_RATE, TASKS
 from convexlab.models import feature_extractor_for, load_model, model_key
 from convexlab.profiles import Profile, get_profile
 from convexlab.prune import count_parameters, num_transformer_layers, prune
@@ -160,7 +160,7 @@ class _AudioCollator:
     def __call__(self, items: list[dict]) -> dict:
         ids = [item["sample_id"] for item in items]
         audio = self.audio_dataset.batch(ids)  # (B, 16000) float32
-        features = self.feature_extractor(list(audio), sampling_rate=16_000, return_tensors="pt")
+        features = self.feature_extractor(list(audio), sampling_rate=SAMPLE_RATE, return_tensors="pt")
         return {
             "input_values": features["input_values"],
             "labels": torch.tensor([item["label"] for item in items], dtype=torch.long),

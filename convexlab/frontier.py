@@ -29,7 +29,8 @@ prunes at depth 1. :func:`pick_depths` applies the rules,
 
 Euclidean convexity (Tětková et al. 2023, "On convex conceptual regions in deep network
 representations", alongside graph convexity; ``reference/graph-convexity.md`` defines only the
-graph one, so the definition used here is stated in :func:`euclidean_convexity`).
+graph one, so the definition used here is stated in :func:`convexlab.convexity.euclidean_convexity`,
+the one implementation, which the 2-D toys of :mod:`convexlab.toys` use too).
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ import pandas as pd
 import torch
 
 from convexlab._knn import as_float64_matrix
-from convexlab._paths import sample_pairs
-from convexlab.convexity import best_layer, layerwise_convexity, pruning_depth
+# euclidean_convexity lives in convexity (toys uses it too) and is re-exported here, where its rule is
+from convexlab.convexity import best_layer, euclidean_convexity, layerwise_convexity, pruning_depth
 from convexlab.finetune import FinetuneResult, finetune_for_profile
 from convexlab.models import load_model
 from convexlab.profiles import Profile, get_profile
@@ -108,46 +109,6 @@ def _class_codes(labels, n_points: int) -> tuple[np.ndarray, int]:
     return codes.astype(np.int64), len(uniques)
 
 
-def euclidean_convexity(X, labels, *, n_points: int = 10, max_pairs: int | None = 500, seed: int = 0,
-                        chunk_size: int = 4096) -> float:
-    """Euclidean convexity of the classes in one set of embeddings, in [0, 1].
-
-    X: (N, D); labels: N hashable labels. Definition (Tětková et al. 2023): for each class,
-    ordered pairs of distinct members (all, or ``max_pairs`` per class sampled with ``seed``,
-    the same sampling as :func:`convexlab.convexity.graph_convexity`); on the straight segment
-    between the two points, ``n_points`` evenly spaced interior points x_a + t (x_b - x_a),
-    t = i / (n_points + 1), i = 1..n_points; each is labelled by its nearest data point
-    (Euclidean, ties to the lowest index). The score is the fraction of all those segment
-    points, pooled over classes, whose label is the pair's class. A convex, well-separated
-    class scores 1; classes whose straight segments pass through other classes score lower.
-    Classes with one member have no pairs and are left out. The pair's own endpoints are data
-    points too, so segment points near them take their class: random labels score well above
-    chance (1 / C), which matters only when comparing absolute values, not layers.
-    """
-    if n_points < 1:
-        raise ValueError(f"n_points must be >= 1; got {n_points}.")
-    X64 = as_float64_matrix(X)
-    codes, n_classes = _class_codes(labels, X64.shape[0])
-    pairs = sample_pairs(codes, n_classes=n_classes, max_pairs=max_pairs, seed=seed)
-    if pairs.sources.size == 0:
-        raise ValueError("No class has two or more members, so there is no segment to score.")
-    X64 = X64 - X64.mean(axis=0, keepdims=True)  # centred: smaller norms, exact-enough distances
-    data = torch.from_numpy(X64)
-    data_sq = (data * data).sum(dim=1)
-    t = torch.arange(1, n_points + 1, dtype=torch.float64) / (n_points + 1)  # (n_points,)
-    in_class = 0
-    pairs_per_chunk = max(1, chunk_size // n_points)
-    for start in range(0, pairs.sources.size, pairs_per_chunk):
-        a = data[pairs.sources[start:start + pairs_per_chunk]]  # (P, D)
-        b = data[pairs.targets[start:start + pairs_per_chunk]]
-        points = (a[:, None, :] + t[None, :, None] * (b - a)[:, None, :]).reshape(-1, X64.shape[1])  # (P n, D)
-        distances = (points * points).sum(dim=1, keepdim=True) - 2 * points @ data.T + data_sq[None, :]
-        nearest = torch.argmin(distances, dim=1).numpy()  # first minimum: ties to the lowest index
-        wanted = np.repeat(pairs.pair_class[start:start + pairs_per_chunk], n_points)
-        in_class += int((codes[nearest] == wanted).sum())
-    return in_class / (pairs.sources.size * n_points)
-
-
 # --------------------------------------------------------------------------- rules
 
 
@@ -186,7 +147,9 @@ class LayerRule:
 
 
 def _argmax_layer(scores: Sequence[float]) -> int:
-    return int(np.argmax(np.asarray(scores, dtype=np.float64)))  # the first on ties
+    """The hidden-state index with the highest of ``scores`` (L + 1,), by the package's one rule
+    (:func:`convexlab.convexity.best_layer`: ties go to the shallower layer)."""
+    return int(best_layer(pd.DataFrame({"layer": np.arange(len(scores)), "score": np.asarray(scores, dtype=np.float64)})))
 
 
 def graph_convexity_rule(*, n_neighbors: int = 10, max_pairs: int | None = 5000, seed: int = 0) -> LayerRule:

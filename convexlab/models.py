@@ -67,7 +67,9 @@ __all__ = [
     "load_model",
     "model_key",
     "feature_extractor_for",
+    "DTYPES",
     "torch_dtype",
+    "dtype_name",
 ]
 
 _CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
@@ -147,15 +149,27 @@ def family_or_name(name_or_model: str | os.PathLike) -> str:
         return str(name_or_model)
 
 
+# The dtypes a run may extract, time or infer in: the one list (the CLI's --dtype choices, the
+# profile's dtype field and every function that takes a dtype name read it from here).
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """``torch.float32`` from ``"float32"`` (or a torch dtype, returned as is)."""
+    """``torch.float32`` from ``"float32"`` or ``"torch.float32"`` (a torch dtype of :data:`DTYPES`
+    is returned as is). Raises ``ValueError`` naming the accepted names for anything else."""
     if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise ValueError(f"Unsupported dtype {dtype}; use one of {list(DTYPES)}")
         return dtype
-    allowed = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     try:
-        return allowed[str(dtype).removeprefix("torch.")]
+        return DTYPES[str(dtype).removeprefix("torch.")]
     except KeyError:
-        raise ValueError(f"Unsupported dtype {dtype!r}; use one of {sorted(allowed)}") from None
+        raise ValueError(f"Unsupported dtype {dtype!r}; use one of {list(DTYPES)}") from None
+
+
+def dtype_name(dtype: str | torch.dtype) -> str:
+    """The name of a dtype as stored beside results: ``"float32"`` (checked by :func:`torch_dtype`)."""
+    return str(torch_dtype(dtype)).removeprefix("torch.")
 
 
 class CheckpointUnavailableError(FileNotFoundError):

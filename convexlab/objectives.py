@@ -46,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2ForPreTraining, WavLMConfig, WavLMModel
+
+from convexlab.families import SAMPLE_RATE
 from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
 
 __all__ = [
@@ -252,7 +254,7 @@ def augment_for_cross_contrast(waveforms: torch.Tensor, *, generator: torch.Gene
     out = torch.where(add_noise.to(out.device), out + noise.to(out.device), out)
     # reverb: an exponentially decaying noise impulse response, RT60 of 0.1-0.5 s
     ir_len = 4000
-    t = torch.arange(ir_len) / 16000
+    t = torch.arange(ir_len) / SAMPLE_RATE
     rt60 = 0.1 + 0.4 * torch.rand(batch_size, 1, generator=generator)
     ir = torch.randn(batch_size, ir_len, generator=generator) * torch.exp(-6.9 * t / rt60)
     ir[:, 0] = 1.0
@@ -348,7 +350,7 @@ def mfcc_cluster_targets(
     n_frames: int,
     n_clusters: int = 50,
     seed: int = 0,
-    sample_rate: int = 16_000,
+    sample_rate: int = SAMPLE_RATE,
     normalisation: str = "corpus",
     silence_db: float | None = None,
 ) -> np.ndarray:

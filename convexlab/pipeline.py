@@ -1,5 +1,10 @@
 """The book's glue: each chapter's results as one call, cached so that any chapter runs alone.
 
+This module runs the experiments (extraction, convexity tables, finetuning, pruning, timing, the
+cut study). What only reshapes their tables lives in :mod:`convexlab.tables`, and the paper's
+reported numbers in :mod:`convexlab.reported`; both are re-exported here, so that a chapter
+reaches everything it needs as ``pipeline.<name>``.
+
 Every function here takes a :class:`convexlab.Profile` and returns a tidy ``pandas.DataFrame``
 (one row per model, task, concept, stage and layer) ready for :mod:`convexlab.plots`. Results
 are stored in the convexlab cache under a key that chains the keys of their inputs (the clips'
@@ -35,7 +40,12 @@ from convexlab.families import TASKS
 from convexlab.finetune import finetune_for_profile, finetune_run_key, finetuned_layer_embeddings
 from convexlab.models import family_or_name, load_model
 from convexlab.profiles import Profile, get_profile
-from convexlab.timing import compare_depths, split_cost
+from convexlab.reported import paper_best_layers, paper_table
+from convexlab.tables import (
+    best_layers, comparison_row, convexity_change, cut_rule_summary, depth_cost_split, example_clips,
+    projection_layers, pruning_vs_paper,
+)
+from convexlab.timing import compare_depths
 
 __all__ = [
     "CONCEPTS",
@@ -52,6 +62,7 @@ __all__ = [
     "choose_layer",
     "before_after_convexity",
     "pruning_results",
+    "comparison_row",
     "inference_by_depth",
     "depth_cost_split",
     "paper_table",
@@ -259,25 +270,6 @@ def all_models_convexity(
     return pd.concat(tables, ignore_index=True)
 
 
-def best_layers(table: pd.DataFrame) -> pd.DataFrame:
-    """The most convex layer of each curve of a convexity table.
-
-    Columns: model, family, task, concept, stage, best_layer, n_layers (transformer layers of
-    the model), score, p_best (bootstrap probability of that layer), relative_depth
-    (best_layer / n_layers). Ties go to the shallower layer: it gives the smaller model.
-    """
-    keys = [k for k in ("model", "family", "task", "concept", "stage") if k in table.columns]
-    rows = []
-    for values, curve in table.groupby(keys, sort=False):
-        curve = curve.sort_values("layer")
-        best = curve[curve["layer"] == best_layer(curve)].iloc[0]
-        n_layers = int(curve["layer"].max())
-        rows.append({**dict(zip(keys, values)), "best_layer": int(best["layer"]), "n_layers": n_layers,
-                     "score": float(best["score"]), "p_best": float(best.get("p_best", np.nan)),
-                     "relative_depth": int(best["layer"]) / n_layers if n_layers else np.nan})
-    return pd.DataFrame(rows)
-
-
 def choose_layer(model_name: str, task: str, profile: Profile | str) -> int:
     """The pruning layer of the paper's rule: the most convex layer of the *pretrained* model
     for the task's own concept (at least 1, so that at least one transformer layer is kept)."""
@@ -316,15 +308,8 @@ def pruning_results(profile: Profile | str, *, tasks: Sequence[str] = CONCEPTS) 
         for task in tasks:
             layer = choose_layer(model, task, profile)
             comparison = compare_pruned(model, task, layer, profile=profile)
-            rows.append({"model": model, "family": family_or_name(model), "task": task, **_comparison_row(comparison)})
+            rows.append({"model": model, "family": family_or_name(model), "task": task, **comparison_row(comparison)})
     return pd.DataFrame(rows)
-
-
-def _comparison_row(comparison: Any) -> dict[str, Any]:
-    data = comparison.to_dict() if hasattr(comparison, "to_dict") else dataclasses.asdict(comparison)
-    wanted = ["layer", "n_layers", "accuracy_full", "accuracy_pruned", "accuracy_change",
-              "train_time_change", "inference_time_change", "parameters_change", "flops_change"]
-    return {key: data.get(key) for key in wanted}
 
 
 def inference_by_depth(
@@ -354,123 +339,6 @@ def inference_by_depth(
                      "gflops_per_clip": timing.flops_per_clip / 1e9, "batch_size": batch_size,
                      "dtype": profile.dtype, "device": profile.device})
     return pd.DataFrame(rows).sort_values("num_layers", ignore_index=True)
-
-
-def depth_cost_split(by_depth: pd.DataFrame) -> pd.DataFrame:
-    """Per model, the fixed and per-layer parts of the time and FLOPs in :func:`inference_by_depth`'s table.
-
-    Columns: model, fixed_ms (per batch), ms_per_layer, fixed_time_share and fixed_flop_share
-    (of the full model's time and FLOPs), fixed_gflop_per_s and layer_gflop_per_s (the FLOP rate
-    each part achieves). See :func:`convexlab.timing.split_cost`.
-    """
-    rows = []
-    for model, table in by_depth.groupby("model", sort=False):
-        split = split_cost(table["num_layers"], table["time_ms"] / 1e3, table["gflops_per_clip"] * 1e9,
-                           batch_size=int(table["batch_size"].iloc[0]))
-        rows.append({"model": model, "fixed_ms": 1e3 * split.fixed_seconds, "ms_per_layer": 1e3 * split.seconds_per_layer,
-                     "fixed_time_share": split.fixed_time_share, "fixed_flop_share": split.fixed_flop_share,
-                     "fixed_gflop_per_s": split.fixed_flop_rate / 1e9, "layer_gflop_per_s": split.layer_flop_rate / 1e9})
-    return pd.DataFrame(rows)
-
-
-def paper_table() -> pd.DataFrame:
-    """The paper's poster table: pruned vs full base models after finetuning (Dorszewski et al. 2024).
-
-    These are the *paper's* numbers for the base models on Speech Commands v0.02, exactly as
-    the poster table prints them (one figure per task); they are shown beside this book's
-    results, never as its own. One row per task; changes as fractions (−0.0025 is −0.25 %).
-    """
-    return pd.DataFrame(
-        [
-            {"source": "paper (reported)", "task": "word", "accuracy_change": -0.0025,
-             "train_time_change": -0.234, "inference_time_change": -0.259},
-            {"source": "paper (reported)", "task": "speaker", "accuracy_change": 0.0122,
-             "train_time_change": -0.478, "inference_time_change": -0.587},
-        ]
-    )
-
-
-# --------------------------------------------------------------------------- helpers for figures
-
-
-def projection_layers(n_layers: int) -> list[int]:
-    """An early, a middle and the last layer of a model with ``n_layers`` transformer layers."""
-    if n_layers < 1:
-        raise ValueError(f"A model needs at least one transformer layer, got n_layers={n_layers}")
-    return sorted({1, max(1, round(n_layers / 2)), n_layers})
-
-
-def example_clips(dataset: Any, *, word: str | None = None, speaker: str | None = None, n: int = 4) -> list[int]:
-    """Indices of ``n`` clips to listen to and look at, chosen deterministically.
-
-    Give ``word`` to get that word said by ``n`` different speakers, or ``speaker`` to get ``n``
-    different words said by that speaker (the first ones in sorted order, first repetition).
-    """
-    if (word is None) == (speaker is None):
-        raise ValueError("example_clips needs exactly one of word= or speaker=")
-    words, speakers = np.asarray(dataset.words), np.asarray(dataset.speakers)
-    fixed, fixed_values, varying = (words, word, speakers) if word is not None else (speakers, speaker, words)
-    candidates = np.flatnonzero(fixed == fixed_values)
-    if candidates.size == 0:
-        what = "word" if word is not None else "speaker"
-        raise ValueError(f"No clip has {what} {fixed_values!r}; choose one of {sorted(set(fixed.tolist()))[:12]} ...")
-    order = sorted(candidates.tolist(), key=lambda i: (varying[i], dataset.clip_ids[i]))
-    chosen, seen = [], set()
-    for index in order:
-        if varying[index] not in seen:
-            seen.add(varying[index])
-            chosen.append(index)
-        if len(chosen) == n:
-            break
-    return chosen
-
-
-def convexity_change(table: pd.DataFrame) -> pd.DataFrame:
-    """How finetuning moved convexity: one row per model, task (finetuned for) and concept.
-
-    ``table`` is a :func:`before_after_convexity` table. Columns: model, family, task, concept,
-    last_before / last_after (convexity at the last layer, pretrained / finetuned),
-    last_change (after − before), best_before / best_after (most convex layer).
-    """
-    rows = []
-    for (model, family, task, concept), curves in table.groupby(["model", "family", "task", "concept"], sort=False):
-        before = curves[curves["stage"] == "pretrained"].sort_values("layer")
-        after = curves[curves["stage"] == "finetuned"].sort_values("layer")
-        rows.append({
-            "model": model, "family": family, "task": task, "concept": concept,
-            "last_before": float(before["score"].iloc[-1]), "last_after": float(after["score"].iloc[-1]),
-            "last_change": float(after["score"].iloc[-1] - before["score"].iloc[-1]),
-            "best_before": int(best_layer(before)),
-            "best_after": int(best_layer(after)),
-        })
-    return pd.DataFrame(rows)
-
-
-def paper_best_layers() -> pd.DataFrame:
-    """The most convex layers the paper reports (Dorszewski et al. 2024), for comparison.
-
-    Columns: source, concept, model_size, best_layer, n_layers, relative_depth. The *paper's*
-    numbers, for the base (12-layer) and large (24-layer) models.
-    """
-    rows = [("word", "base", 8, 12), ("speaker", "base", 2, 12), ("word", "large", 15, 24), ("speaker", "large", 4, 24)]
-    return pd.DataFrame(
-        [{"source": "paper (reported)", "concept": concept, "model_size": size, "best_layer": best,
-          "n_layers": n, "relative_depth": best / n} for concept, size, best, n in rows]
-    )
-
-
-def pruning_vs_paper(results: pd.DataFrame, profile: Profile | str) -> pd.DataFrame:
-    """This book's pruning results (mean over its models) beside the paper's, one row per source and task.
-
-    ``results``: a :func:`pruning_results` table. Columns: source, task, accuracy_change,
-    train_time_change, inference_time_change (fractions). The paper's rows are its reported
-    figures, labelled as such.
-    """
-    profile = as_profile(profile)
-    metrics = ["accuracy_change", "train_time_change", "inference_time_change"]
-    ours = results.groupby("task", sort=False)[metrics].mean().reset_index()
-    ours.insert(0, "source", f"this book, {profile.name} profile (mean of {results['model'].nunique()} models)")
-    return pd.concat([ours, paper_table()[["source", "task", *metrics]]], ignore_index=True)
 
 
 # --------------------------------------------------------------------------- where to cut?
@@ -588,25 +456,3 @@ def cut_study(
     table = pd.concat(rows, ignore_index=True)
     table["depth"] = table["depth"].astype(int)
     return CutStudy(table=table, frontiers=frontiers, picks=all_picks, tolerance=float(tolerance))
-
-
-def cut_rule_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """How good a guide each rule is, over the model/task pairs of a :func:`cut_study` table.
-
-    One row per rule (in the table's order): pairs, within_tolerance (how many picks lie within
-    the tolerance of the full model), at_oracle (picks at exactly the oracle depth),
-    mean_abs_depth_from_oracle, mean_depth_from_oracle, mean_gap_to_full, worst_gap_to_full,
-    mean_flops_saved.
-    """
-    grouped = table.groupby("rule", sort=False)
-    summary = pd.DataFrame({
-        "pairs": grouped.size(),
-        "within_tolerance": grouped["within_tolerance"].sum().astype(int),
-        "at_oracle": grouped["depth_from_oracle"].apply(lambda d: int((d == 0).sum())),
-        "mean_abs_depth_from_oracle": grouped["depth_from_oracle"].apply(lambda d: float(d.abs().mean())),
-        "mean_depth_from_oracle": grouped["depth_from_oracle"].mean(),
-        "mean_gap_to_full": grouped["gap_to_full"].mean(),
-        "worst_gap_to_full": grouped["gap_to_full"].max(),
-        "mean_flops_saved": grouped["flops_saved"].mean(),
-    })
-    return summary.reset_index()

@@ -12,6 +12,7 @@ reader would need to trust.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -21,6 +22,7 @@ import pandas as pd
 import seaborn as sns
 from pandas.io.formats.style import Styler
 from convexlab.convexity import best_layer
+from convexlab.families import SAMPLE_RATE, TASKS
 from convexlab.models import family_or_name
 
 __all__ = [
@@ -150,7 +152,8 @@ def styled_table(
 
     ``name`` becomes the HTML id (instead of a random one) so that re-executing a chapter
     gives identical output; numbers are shown with ``precision`` decimals unless ``formats``
-    maps a column to its own format string (e.g. ``{"accuracy": "{:.1%}"}``).
+    maps a column to its own format string (e.g. ``{"accuracy": "{:.1%}"}``). Column names may
+    wrap after an underscore on the page.
     """
     if not isinstance(table, pd.DataFrame):
         raise TypeError(f"styled_table expects a pandas DataFrame, got {type(table).__name__}")
@@ -165,7 +168,14 @@ def styled_table(
         styler = styler.set_caption(caption)
     if hide_index:
         styler = styler.hide(axis="index")
-    return styler
+    # Long column names may break after their underscores, so that a table fits the book's content
+    # column while showing the names the code uses (<wbr> is invisible, and absent when copied).
+    return styler.format_index(_breakable_label, axis="columns")
+
+
+def _breakable_label(label):
+    """An HTML column label with a line-break opportunity after each underscore; non-strings as they are."""
+    return html.escape(label).replace("_", "_<wbr>") if isinstance(label, str) else label
 
 
 # --------------------------------------------------------------------------- audio
@@ -186,7 +196,7 @@ def _mel_filterbank(n_mels: int, n_fft: int, sample_rate: int) -> np.ndarray:
 def log_mel_spectrogram(
     audio: np.ndarray,
     *,
-    sample_rate: int = 16_000,
+    sample_rate: int = SAMPLE_RATE,
     n_fft: int = 400,
     hop_length: int = 160,
     n_mels: int = 64,
@@ -390,7 +400,7 @@ def plot_models_side_by_side(
     ci_low, ci_high). ``note`` is printed in the corner (use :func:`miniature_label`).
     """
     _require_columns(table, ["model", "concept", "layer", "score"], "plot_models_side_by_side")
-    concepts = list(concepts) if concepts is not None else [c for c in ("word", "speaker") if c in set(table["concept"])]
+    concepts = list(concepts) if concepts is not None else [c for c in TASKS if c in set(table["concept"])]
     if not concepts:
         raise ValueError(f"No concept to draw: the table's concepts are {sorted(set(table['concept']))}")
     fig, axes = plt.subplots(1, len(concepts), figsize=figsize or (5.2 * len(concepts), 3.8), sharey=True, squeeze=False)
@@ -413,8 +423,8 @@ def plot_before_after(table: pd.DataFrame, *, note: str | None = None, band: boo
     tasks, columns are concepts, colours are model families.
     """
     _require_columns(table, ["model", "task", "concept", "stage", "layer", "score"], "plot_before_after")
-    tasks = [t for t in ("word", "speaker") if t in set(table["task"])] or sorted(set(table["task"]))
-    concepts = [c for c in ("word", "speaker") if c in set(table["concept"])] or sorted(set(table["concept"]))
+    tasks = [t for t in TASKS if t in set(table["task"])] or sorted(set(table["task"]))
+    concepts = [c for c in TASKS if c in set(table["concept"])] or sorted(set(table["concept"]))
     fig, axes = plt.subplots(len(tasks), len(concepts), figsize=(5.0 * len(concepts), 3.3 * len(tasks)),
                              sharey=True, squeeze=False)
     for i, task in enumerate(tasks):
@@ -493,11 +503,11 @@ def plot_pruning_comparison(
     """Pruned vs full model, in percent change, per task and metric; the paper's figures beside ours.
 
     ``ours``: rows with columns model, task and the ``metrics`` (fractions, −0.25 % = −0.0025).
-    ``paper``: same metric columns with a task column (from :func:`convexlab.pipeline.paper_table`),
+    ``paper``: same metric columns with a task column (from :func:`convexlab.reported.paper_table`),
     drawn as hatched grey bars labelled as the paper's.
     """
     _require_columns(ours, ["model", "task", *metrics], "plot_pruning_comparison")
-    tasks = [t for t in ("word", "speaker") if t in set(ours["task"])]
+    tasks = [t for t in TASKS if t in set(ours["task"])]
     titles = {"accuracy_change": "accuracy", "train_time_change": "training time",
               "inference_time_change": "inference time"}
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
@@ -593,7 +603,7 @@ def plot_spectrograms(
     clips: Sequence[np.ndarray],
     titles: Sequence[str],
     *,
-    sample_rate: int = 16_000,
+    sample_rate: int = SAMPLE_RATE,
     ncols: int | None = None,
     suptitle: str | None = None,
     note: str | None = None,

@@ -38,7 +38,7 @@ class Profile:
     n_bootstrap: int = 20  # bootstrap repeats for the layer-wise intervals
     # compute
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", ...
-    dtype: str = "float32"  # extraction/inference dtype: float32, bfloat16, float16
+    dtype: str = "float32"  # extraction/inference dtype: a name of convexlab.models.DTYPES (float32, bfloat16, float16)
     batch_size: int = 16  # extraction batch size
     # finetuning
     finetune_epochs: float = 3.0  # passes over the training split

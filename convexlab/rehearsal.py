@@ -39,6 +39,7 @@ import numpy as np
 
 from convexlab.book import book_root, run_book
 from convexlab.cache import atomic_dir, cache_path, save_json
+from convexlab.families import SAMPLE_RATE
 from convexlab.models import FAMILY_CONFIG_KEY, base_config, family_of
 from convexlab.profiles import PROFILES
 from convexlab.synth import _wav_bytes, lexicon, speaker_voices, synthesize_clips
@@ -68,7 +69,7 @@ SPEECH_COMMANDS_WORDS = (
 
 # What each repository's preprocessor_config.json holds (the ccc-wav2vec2 repository has none).
 _EXTRACTOR_COMMON = {"feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,
-                     "padding_side": "right", "padding_value": 0.0, "sampling_rate": 16000}
+                     "padding_side": "right", "padding_value": 0.0, "sampling_rate": SAMPLE_RATE}
 PREPROCESSOR_CONFIGS: dict[str, dict | None] = {
     "facebook/wav2vec2-base": {**_EXTRACTOR_COMMON, "do_normalize": True, "return_attention_mask": False},
     "microsoft/wavlm-base": {**_EXTRACTOR_COMMON, "do_normalize": False, "return_attention_mask": True},
@@ -277,7 +278,7 @@ def build_speech_commands(root: str | os.PathLike, *, n_heavy: int = 8, n_light:
         rng = np.random.default_rng([seed, 11])
         for name, seconds, colour in (("white_noise.wav", 8, 0.0), ("pink_noise.wav", 8, 0.9),
                                       ("running_tap.wav", 6, 0.5)):
-            samples = rng.standard_normal(16_000 * seconds).astype(np.float32)
+            samples = rng.standard_normal(SAMPLE_RATE * seconds).astype(np.float32)
             if colour:
                 from scipy.signal import lfilter
 

@@ -48,7 +48,7 @@ from convexlab._espeak_worker import FIX as _FIX
 from convexlab._espeak_worker import EspeakError
 from convexlab._progress import tqdm_disable
 from convexlab.cache import atomic_dir, cache_path, save_json, stable_hash
-from convexlab.families import SAMPLE_RATE
+from convexlab.families import CLIP_SAMPLES, SAMPLE_RATE
 from convexlab.synth import _split_of_speakers, _wav_bytes, check_speaker_request, speaker_id
 
 __all__ = [
@@ -67,7 +67,6 @@ __all__ = [
 ]
 
 SPOKEN_VERSION = 3  # bump when the audio a spec produces changes (it is part of the cache key)
-CLIP_SAMPLES = 16_000
 
 # Speech Commands v0.02: the 20 core words (10 commands, 10 digits), then the 15 auxiliary ones,
 # so that n_words=20 is the core vocabulary and n_words=10 the commands

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from convexlab._progress import tqdm_disable
 from convexlab.cache import atomic_dir, cache_path, save_json, stable_hash
-from convexlab.families import SAMPLE_RATE
+from convexlab.families import CLIP_SAMPLES, SAMPLE_RATE
 
 __all__ = [
     "SYLLABLES",
@@ -53,7 +53,6 @@ __all__ = [
 ]
 
 SYNTH_VERSION = 2  # bump when the audio a seed produces changes (it is part of the cache key)
-CLIP_SAMPLES = 16_000
 SYLLABLES = ("ka", "mi", "so", "tu", "ne", "pa")
 _LEXICON_SEED = 20240821  # fixed: the same words for every corpus seed
 

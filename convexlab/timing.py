@@ -41,6 +41,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from convexlab.families import SAMPLE_RATE
+from convexlab.models import dtype_name, torch_dtype
 from convexlab.prune import count_parameters, num_transformer_layers, prune
 
 __all__ = [
@@ -54,22 +55,8 @@ __all__ = [
     "compare_depths",
     "flops_per_clip",
     "timing_context",
-    "resolve_dtype",
     "describe_inference",
 ]
-
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """``torch.float32`` for ``"float32"`` etc.; a ``torch.dtype`` passes through."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return _DTYPES[str(dtype).removeprefix("torch.")]
-    except KeyError:
-        raise ValueError(f"Unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}") from None
 
 
 def _device_name(device: torch.device) -> str:
@@ -91,7 +78,7 @@ def timing_context(*, device: str | torch.device, dtype: str | torch.dtype, batc
     return {
         "device": str(device),
         "device_name": _device_name(device),
-        "dtype": str(resolve_dtype(dtype)).removeprefix("torch."),
+        "dtype": dtype_name(dtype),
         "batch_size": batch_size,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
@@ -209,7 +196,7 @@ def flops_per_clip(model: nn.Module, *, clip_seconds: float = 1.0, device="cpu",
     """FLOPs of one forward pass over one clip (matmuls, convolutions, attention)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    clip = _random_clips(1, clip_seconds, device=device, dtype=resolve_dtype(dtype), seed=0)
+    clip = _random_clips(1, clip_seconds, device=device, dtype=torch_dtype(dtype), seed=0)
     counter = FlopCounterMode(display=False)
     # no_grad, not inference_mode: the weight-normed positional conv fails under
     # FlopCounterMode + inference_mode (torch 2.11).
@@ -273,7 +260,7 @@ def compare_inference(
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(device)!r} was requested but CUDA is not available; use device='cpu'")
-    dtype = resolve_dtype(dtype)
+    dtype = torch_dtype(dtype)
     models = {name: model.eval().to(device=device, dtype=dtype) for name, model in models.items()}
     clips = _random_clips(batch_size, clip_seconds, device=device, dtype=dtype, seed=seed)
     per_round = [n_repeats // rounds + (1 if r < n_repeats % rounds else 0) for r in range(rounds)]

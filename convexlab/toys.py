@@ -13,7 +13,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from convexlab.convexity import graph_convexity
+# Euclidean convexity is the package's one implementation (the layer rule of convexlab.frontier uses it too)
+from convexlab.convexity import euclidean_convexity, graph_convexity
 
 __all__ = ["TOY_DATASETS", "toy_dataset", "euclidean_convexity", "convexity_sweep"]
 
@@ -42,43 +43,6 @@ def toy_dataset(name: str, *, n_samples: int = 300, noise: float = 0.08, seed: i
     else:
         raise ValueError(f"Unknown toy dataset {name!r}; choose one of {list(TOY_DATASETS)}")
     return X.astype(np.float64), y.astype(np.int64)
-
-
-def euclidean_convexity(
-    X: np.ndarray, labels: Sequence, *, n_steps: int = 10, max_pairs: int = 1000, seed: int = 0
-) -> float:
-    """Euclidean convexity: how much of the straight segment between two members stays in their class.
-
-    For sampled ordered pairs of distinct members of each class (at most ``max_pairs`` per
-    class, seeded), ``n_steps`` evenly spaced interior points of the segment are labelled by
-    their nearest data point; a pair scores the fraction labelled with its class. Returns the
-    mean over all pairs, in [0, 1]. ``X``: (N, D), ``labels``: (N,).
-    """
-    from sklearn.neighbors import KNeighborsClassifier
-
-    X = np.asarray(X, dtype=np.float64)
-    labels = np.asarray(labels)
-    if X.ndim != 2 or X.shape[0] != labels.shape[0]:
-        raise ValueError(f"X must be (N, D) with one label per row; got X {X.shape} and {labels.shape[0]} labels")
-    rng = np.random.default_rng(seed)
-    nearest = KNeighborsClassifier(n_neighbors=1).fit(X, labels)
-    t = np.arange(1, n_steps + 1) / (n_steps + 1)  # interior points only: the endpoints are members
-    scores = []
-    for cls in sorted(set(labels.tolist())):
-        members = np.flatnonzero(labels == cls)
-        if members.size < 2:
-            continue
-        n_pairs = min(max_pairs, members.size * (members.size - 1))
-        a = rng.choice(members, size=n_pairs)
-        b = rng.choice(members, size=n_pairs)
-        keep = a != b
-        a, b = a[keep], b[keep]
-        points = X[a, None, :] + t[None, :, None] * (X[b] - X[a])[:, None, :]  # (pairs, n_steps, D)
-        predicted = nearest.predict(points.reshape(-1, X.shape[1])).reshape(len(a), n_steps)
-        scores.append((predicted == cls).mean(axis=1))
-    if not scores:
-        raise ValueError("No class has two members; Euclidean convexity needs pairs of same-class points")
-    return float(np.concatenate(scores).mean())
 
 
 def convexity_sweep(

@@ -7,7 +7,10 @@ import textwrap
 import nbformat
 import pytest
 
-from convexlab.book import _parse_parameters, book_root, chapter_names, chapter_parameters, run_book, run_chapter, stage_book
+from convexlab.book import (
+    PAGE_HIDDEN_TAG, _parse_parameters, book_root, chapter_names, chapter_parameters, hide_injected_parameters, run_book,
+    run_chapter, stage_book,
+)
 
 HEADER = textwrap.dedent(
     """\
@@ -79,6 +82,27 @@ def test_run_chapter_injects_profile_and_overrides(tmp_path, capfd):
     assert "paper 105" in outputs
     assert run.notebook == tmp_path / "_build" / "executed" / "paper" / "first.ipynb"
     assert (run.notebook.parent / "timings.json").is_file()
+    # both parameter cells stay in the notebook; papermill's copy is tagged to stay off the page
+    tags = [c.metadata.get("tags", []) for c in notebook.cells if c.cell_type == "code"]
+    assert tags[0] == ["parameters"]
+    assert tags[1] == ["injected-parameters", PAGE_HIDDEN_TAG] and PAGE_HIDDEN_TAG == "remove-cell"
+    assert all(PAGE_HIDDEN_TAG not in t for t in tags[2:])
+
+
+def test_hide_injected_parameters_tags_only_papermills_cell_once(tmp_path):
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("profile = 'lite'", metadata={"tags": ["parameters", "hide-cell"]}),
+        nbformat.v4.new_code_cell("profile = 'paper'", metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("print(profile)"),
+    ])
+    path = tmp_path / "chapter.ipynb"
+    nbformat.write(notebook, path)
+    assert hide_injected_parameters(path) == 1
+    assert hide_injected_parameters(path) == 0  # idempotent: a second pass (nbval, a re-stage) adds nothing
+    cells = nbformat.read(path, as_version=4).cells
+    assert [c.metadata.get("tags", []) for c in cells] == [["parameters", "hide-cell"],
+                                                           ["injected-parameters", "remove-cell"], []]
+    assert [c.source for c in cells] == ["profile = 'lite'", "profile = 'paper'", "print(profile)"]
 
 
 def test_chapter_without_parameters_cell_is_rejected(tmp_path):

@@ -17,7 +17,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "convexlab"
 
 # lowest first; a module may import (at its top) only modules of a strictly lower layer
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("_progress", "cache", "profiles", "families", "_argtypes", "distributed", "_espeak_worker", "_knn", "_paths"),
+    ("_progress", "cache", "profiles", "families", "_argtypes", "distributed", "_espeak_worker", "_knn", "_paths",
+     "reported"),
     ("synth",),  # the corpora generators: data builds on them
     ("spoken",),
     ("data",),
@@ -25,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("pretrain",),  # builds on models.miniature_config; models reaches it lazily (see models.py)
     ("extract", "prune"),
     ("convexity", "timing"),
-    ("finetune",),
+    ("finetune", "tables"),  # tables: pure reshaping of the experiments' tables (convexity, timing)
     ("compare", "toys"),
     ("frontier",),
     ("plots",),

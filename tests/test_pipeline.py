@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import convexlab
-from convexlab import data, pipeline
+from convexlab import data, pipeline, reported, tables
 from convexlab.data import AudioDataset
 
 
@@ -48,6 +48,34 @@ def test_pruning_vs_paper_keeps_ours_and_the_papers_apart():
     assert paper.loc["speaker", "accuracy_change"] == pytest.approx(0.0122)
 
 
+# ----------------------------------------------------------------------------- the split
+
+
+def test_pipeline_re_exports_the_tables_and_the_reported_numbers():
+    """pipeline runs experiments; tables reshapes; reported holds the paper's numbers. A chapter
+    still reaches every name as pipeline.<name>, and it is the same object."""
+    for module in (tables, reported):
+        for name in module.__all__:
+            if name == "SOURCE":
+                continue
+            assert getattr(pipeline, name) is getattr(module, name), name
+            assert name in pipeline.__all__, name
+    defined_here = {name for name in pipeline.__all__ if getattr(getattr(pipeline, name), "__module__", "")
+                    == "convexlab.pipeline"}
+    assert not defined_here & set(tables.__all__) and not defined_here & set(reported.__all__)
+
+
+def test_tables_and_reported_run_nothing():
+    """The reshaping module imports no module that loads models or data; reported imports no convexlab."""
+    import ast
+
+    for module, allowed in ((tables, {"convexity", "profiles", "reported", "timing"}), (reported, set())):
+        tree = ast.parse(Path(module.__file__).read_text())
+        imported = {node.module.split(".")[1] for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("convexlab.")}
+        assert imported <= allowed, (module.__name__, imported - allowed)
+
+
 # ----------------------------------------------------------------------------- table helpers
 
 
@@ -63,6 +91,14 @@ def test_best_layers_takes_the_argmax_and_the_shallower_layer_on_ties():
     assert best.loc["word", "best_layer"] == 2  # tie between layers 2 and 3
     assert best.loc["word", "n_layers"] == 4 and best.loc["word", "relative_depth"] == pytest.approx(0.5)
     assert best.loc["speaker", "best_layer"] == 1 and best.loc["speaker", "score"] == pytest.approx(0.8)
+    assert np.isnan(best.loc["word", "ci_low"])  # no bootstrap columns in the input: NaN, not a guess
+
+
+def test_best_layers_carries_the_best_layers_interval():
+    curve = _curve("m", "word", [0.1, 0.7, 0.5]).assign(ci_low=[0.0, 0.6, 0.45], ci_high=[0.2, 0.8, 0.55])
+    best = pipeline.best_layers(curve).iloc[0]
+    assert best["best_layer"] == 1
+    assert (best["ci_low"], best["ci_high"]) == (pytest.approx(0.6), pytest.approx(0.8))
 
 
 def test_convexity_change_compares_the_last_layers_and_the_best_layers():

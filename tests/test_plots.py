@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -90,6 +92,15 @@ def test_styled_table_renders_identically_twice_and_has_a_plain_text_form_withou
     assert 'id="T_scores"' in first.to_html()
     assert "0.12" in first.to_html() and "0.123456" not in first.to_html()
     assert "0x" not in repr(first) and "0.123456" in repr(first)
+
+
+def test_styled_table_headers_may_wrap_after_underscores_and_keep_their_names():
+    table = pd.DataFrame({"depth_from_oracle": [1], "a<b": [2], 3: [4]})
+    html = plots.styled_table(table, name="t", hide_index=True).to_html()
+    headers = re.findall(r"<th[^>]*>(.*?)</th>", html)
+    assert headers == ["depth_<wbr>from_<wbr>oracle", "a&lt;b", "3"]  # escaped, and non-strings untouched
+    assert re.sub(r"<wbr>", "", headers[0]) == "depth_from_oracle"  # what a reader copies
+    assert "<wbr>" not in repr(plots.styled_table(table, name="t"))  # the notebook's text form is the data
 
 
 def test_styled_table_names_the_unknown_column_in_formats():

@@ -18,7 +18,6 @@ from convexlab.timing import (
     compare_inference,
     flops_per_clip,
     measure_inference,
-    resolve_dtype,
     split_cost,
 )
 
@@ -100,8 +99,8 @@ def test_classification_models_are_timed_too():
 def test_bad_settings_raise_clear_errors():
     with pytest.raises(ValueError, match="batch_size"):
         measure_inference(tiny(), batch_size=0)
-    with pytest.raises(ValueError, match="dtype"):
-        resolve_dtype("float8")
+    with pytest.raises(ValueError, match=r"Unsupported dtype 'float8'; use one of \['float32', 'bfloat16', 'float16'\]"):
+        measure_inference(tiny(), batch_size=1, n_repeats=1, n_warmup=0, clip_seconds=0.25, dtype="float8")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             measure_inference(tiny(), device="cuda")
