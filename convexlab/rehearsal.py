@@ -22,7 +22,10 @@ both, made by convexlab itself:
 
 :func:`build_fixture` writes both under one folder; ``make rehearse`` runs every chapter with
 ``--profile paper`` against it (``HF_HUB_OFFLINE=1``, CPU, sizes shrunk only through profile
-fields: :data:`REHEARSAL_OVERRIDES`).
+fields: :data:`REHEARSAL_OVERRIDES`). It sets the profile's ``rehearsal`` field, so the chapters
+label every figure as a random-weight rehearsal and report their checks of results instead of
+asserting them (:func:`convexlab.profiles.expect_result`), and puts a banner saying so after each
+executed notebook's title (:func:`label_notebook`).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import Sequence
 
 import numpy as np
 
-from convexlab.book import book_root, chapter_names, run_book
+from convexlab.book import book_root, chapter_names, chapter_parameters, run_book
 from convexlab.cache import atomic_dir, cache_path, save_json
 from convexlab.models import FAMILY_CONFIG_KEY, base_config, family_of
 from convexlab.profiles import PROFILES, get_profile
@@ -370,21 +373,25 @@ def run_rehearsal(*, chapters: Sequence[str] | None = None, folder: str | os.Pat
     fixture_seconds = time.perf_counter() - start
     out = Path(output_dir) if output_dir else book_root() / "_build" / "executed" / "paper-rehearsal"
     parameters = rehearsal_parameters(paths["data_root"], **overrides)
-    profile = get_profile("paper", **parameters["overrides"])
+    profile_overrides = parameters["overrides"]
+    profile = get_profile("paper", **profile_overrides)
+    names = list(chapters) if chapters else chapter_names()
+    declared = {name for chapter in names for name in chapter_parameters(chapter)}
+    parameters = {key: value for key, value in parameters.items() if key in declared}  # intro takes no `device`
     saved = dict(os.environ)
     os.environ.update(rehearsal_env(paths["hf_home"]))
     try:
-        runs = run_book(profile="paper", chapters=chapters, parameters=parameters, output_dir=out)
+        runs = run_book(profile="paper", chapters=names, parameters=parameters, output_dir=out)
     finally:
         os.environ.clear()
         os.environ.update(saved)
-        for name in chapters or chapter_names():  # a failed chapter's partial notebook, too
+        for name in names:  # a failed chapter's partial notebook, too
             if (out / f"{name}.ipynb").is_file():
                 label_notebook(out / f"{name}.ipynb", profile)
     summary = {"profile": "paper", "width": width, "fixture_seconds": round(fixture_seconds, 1),
                "wall_seconds": round(time.perf_counter() - start, 1),
                "chapters": {run.chapter: round(run.seconds, 1) for run in runs},
-               "overrides": parameters["overrides"],
+               "overrides": profile_overrides,
                "hf_home": str(paths["hf_home"]), "output_dir": str(out)}
     save_json(out / "rehearsal.json", summary)
     print(f"[rehearse] {len(runs)} chapter(s) with --profile paper in {summary['wall_seconds']:.0f} s "
