@@ -5,7 +5,7 @@ listed here; every name lives in a small module with one job.
 """
 
 from convexlab.cache import cache_root
-from convexlab.profiles import PROFILES, Profile, get_profile
+from convexlab.profiles import PROFILES, Profile, expect_result, get_profile
 
 # -- data (convexlab.data, convexlab.synth) --
 from convexlab.data import AudioDataset, corpus_root, load_task, speaker_task, speech_commands_root, word_task

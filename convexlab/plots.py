@@ -120,8 +120,11 @@ def miniature_label(profile: Any) -> str:
     """The note every figure of a run carries: whose results these are.
 
     ``profile`` is a :class:`convexlab.Profile`. For miniature models the note says plainly
-    that these are not the paper's numbers.
+    that these are not the paper's numbers; for a rehearsal (random weights under the real hub ids,
+    :mod:`convexlab.rehearsal`) that they are not results at all.
     """
+    if getattr(profile, "rehearsal", False):
+        return f"Random-weight rehearsal (profile: {profile.name}), not results."
     if getattr(profile, "miniature", False):
         return f"Miniature-model results ({profile.name} profile), not the paper's."
     return f"Pretrained checkpoints ({profile.name} profile)."

@@ -22,7 +22,10 @@ both, made by convexlab itself:
 
 :func:`build_fixture` writes both under one folder; ``make rehearse`` runs every chapter with
 ``--profile paper`` against it (``HF_HUB_OFFLINE=1``, CPU, sizes shrunk only through profile
-fields: :data:`REHEARSAL_OVERRIDES`).
+fields: :data:`REHEARSAL_OVERRIDES`). It sets the profile's ``rehearsal`` field, so the chapters
+label every figure as a random-weight rehearsal and report their checks of results instead of
+asserting them (:func:`convexlab.profiles.expect_result`), and puts a banner saying so after each
+executed notebook's title (:func:`label_notebook`).
 """
 
 from __future__ import annotations
@@ -37,11 +40,11 @@ from typing import Sequence
 
 import numpy as np
 
-from convexlab.book import book_root, run_book
+from convexlab.book import book_root, chapter_names, chapter_parameters, run_book
 from convexlab.cache import atomic_dir, cache_path, save_json
 from convexlab.families import SAMPLE_RATE
 from convexlab.models import FAMILY_CONFIG_KEY, base_config, family_of
-from convexlab.profiles import PROFILES
+from convexlab.profiles import PROFILES, get_profile
 from convexlab.synth import _wav_bytes, lexicon, speaker_voices, synthesize_clips
 
 __all__ = [
@@ -55,6 +58,8 @@ __all__ = [
     "rehearsal_root",
     "rehearsal_env",
     "rehearsal_parameters",
+    "rehearsal_banner",
+    "label_notebook",
     "run_rehearsal",
 ]
 
@@ -316,8 +321,43 @@ def rehearsal_env(hf_home: str | os.PathLike) -> dict[str, str]:
 
 def rehearsal_parameters(data_root: str | os.PathLike, **overrides) -> dict:
     """The chapter parameters of a rehearsal: the paper profile on the CPU (``device``) with
-    :data:`REHEARSAL_OVERRIDES` and the fixture's corpus as ``data_root`` (no other field changed)."""
-    return {"device": "cpu", "overrides": {**REHEARSAL_OVERRIDES, "data_root": str(data_root), **overrides}}
+    :data:`REHEARSAL_OVERRIDES`, the fixture's corpus as ``data_root`` and ``rehearsal=True`` (the
+    mark that the chapters label the run with and that turns their result checks into reports,
+    :func:`convexlab.profiles.expect_result`); no other field changed."""
+    return {"device": "cpu",
+            "overrides": {**REHEARSAL_OVERRIDES, "data_root": str(data_root), **overrides, "rehearsal": True}}
+
+
+BANNER_TAG = "rehearsal-banner"  # the tag of the cell label_notebook adds
+
+
+def rehearsal_banner(profile) -> str:
+    """The warning at the top of every rehearsal notebook: what ran, and that it is not a result."""
+    return (
+        "```{warning}\n"
+        f"**Random-weight rehearsal, not results.** This notebook ran with `profile: {profile.name}` "
+        f"and its models ({', '.join(profile.models)}) under their real hub ids and architectures, "
+        "but with **random weights** written by `convexlab.rehearsal`, on a generated stand-in for "
+        "Speech Commands v0.02, offline, on the CPU, with sizes shrunk through profile fields "
+        f"({', '.join(f'{k}={v}' for k, v in REHEARSAL_OVERRIDES.items())}). It shows that every "
+        "step of the paper profile runs; its numbers and figures mean nothing, and its checks of "
+        "results are reported, not enforced.\n```"
+    )
+
+
+def label_notebook(notebook: str | os.PathLike, profile) -> None:
+    """Insert :func:`rehearsal_banner` after the executed notebook's title cell (once)."""
+    import nbformat
+
+    notebook = Path(notebook)
+    nb = nbformat.read(notebook, as_version=4)
+    if any(BANNER_TAG in cell.get("metadata", {}).get("tags", []) for cell in nb.cells):
+        return
+    title = next((i for i, cell in enumerate(nb.cells)
+                  if cell.cell_type == "markdown" and cell.source.lstrip().startswith("# ")), -1)
+    banner = nbformat.v4.new_markdown_cell(rehearsal_banner(profile), metadata={"tags": [BANNER_TAG]})
+    nb.cells.insert(title + 1, banner)
+    nbformat.write(nb, notebook)
 
 
 def run_rehearsal(*, chapters: Sequence[str] | None = None, folder: str | os.PathLike | None = None,
@@ -333,18 +373,26 @@ def run_rehearsal(*, chapters: Sequence[str] | None = None, folder: str | os.Pat
     paths = build_fixture(folder, width=width)
     fixture_seconds = time.perf_counter() - start
     out = Path(output_dir) if output_dir else book_root() / "_build" / "executed" / "paper-rehearsal"
+    parameters = rehearsal_parameters(paths["data_root"], **overrides)
+    profile_overrides = parameters["overrides"]
+    profile = get_profile("paper", **profile_overrides)
+    names = list(chapters) if chapters else chapter_names()
+    declared = {name for chapter in names for name in chapter_parameters(chapter)}
+    parameters = {key: value for key, value in parameters.items() if key in declared}  # intro takes no `device`
     saved = dict(os.environ)
     os.environ.update(rehearsal_env(paths["hf_home"]))
     try:
-        runs = run_book(profile="paper", chapters=chapters, parameters=rehearsal_parameters(paths["data_root"], **overrides),
-                        output_dir=out)
+        runs = run_book(profile="paper", chapters=names, parameters=parameters, output_dir=out)
     finally:
         os.environ.clear()
         os.environ.update(saved)
+        for name in names:  # a failed chapter's partial notebook, too
+            if (out / f"{name}.ipynb").is_file():
+                label_notebook(out / f"{name}.ipynb", profile)
     summary = {"profile": "paper", "width": width, "fixture_seconds": round(fixture_seconds, 1),
                "wall_seconds": round(time.perf_counter() - start, 1),
                "chapters": {run.chapter: round(run.seconds, 1) for run in runs},
-               "overrides": rehearsal_parameters(paths["data_root"], **overrides)["overrides"],
+               "overrides": profile_overrides,
                "hf_home": str(paths["hf_home"]), "output_dir": str(out)}
     save_json(out / "rehearsal.json", summary)
     print(f"[rehearse] {len(runs)} chapter(s) with --profile paper in {summary['wall_seconds']:.0f} s "

@@ -79,6 +79,8 @@ def test_miniature_label_marks_lite_results_as_not_the_papers():
     paper = plots.miniature_label(convexlab.get_profile("paper"))
     assert "Miniature" in lite and "not the paper's" in lite and "lite" in lite
     assert "Miniature" not in paper and "paper" in paper
+    rehearsal = plots.miniature_label(convexlab.get_profile("paper", rehearsal=True))
+    assert rehearsal == "Random-weight rehearsal (profile: paper), not results."
 
 
 # ----------------------------------------------------------------------------- tables

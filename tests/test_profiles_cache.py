@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from convexlab.cache import atomic_dir, atomic_write, cache_root, load_json, save_json, stable_hash
-from convexlab.profiles import PROFILES, Profile, get_profile
+from convexlab.profiles import PROFILES, Profile, expect_result, get_profile
 
 
 def test_presets_exist_and_are_frozen():
@@ -23,6 +23,21 @@ def test_overrides_and_none_is_ignored():
     profile = get_profile("lite", seed=7, device=None, models=["mini-hubert"])
     assert profile.seed == 7 and profile.device == "cpu" and profile.models == ("mini-hubert",)
     assert get_profile(profile) is profile
+
+
+def test_expect_result_asserts_in_a_real_run_and_reports_in_a_rehearsal(capsys):
+    assert not any(preset.rehearsal for preset in PROFILES.values())  # only convexlab.rehearsal sets it
+    real = get_profile("paper")
+    assert expect_result(real, True, "beats chance") is True
+    with pytest.raises(AssertionError, match="beats chance"):
+        expect_result(real, False, "beats chance")
+    assert capsys.readouterr().out == ""  # a real run prints nothing: lite notebooks stay as they were
+    rehearsal = get_profile("paper", rehearsal=True)
+    assert expect_result(rehearsal, False, "beats chance") is False
+    assert expect_result(rehearsal, __import__("numpy").bool_(True), "rises") is True
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["[rehearsal: random weights] result check NOT MET (not enforced): beats chance",
+                   "[rehearsal: random weights] result check held: rises"]
 
 
 def test_bad_names_are_explained():

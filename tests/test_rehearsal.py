@@ -160,21 +160,57 @@ def test_analysis_leaves_out_speakers_without_a_pair(corpus):
 
 def _executed_text(notebook: Path) -> str:
     nb = json.loads(notebook.read_text())
-    return "\n".join("".join(cell.get("source", "")) + "".join(
-        "".join(out.get("text", "")) + "".join(out.get("data", {}).get("text/plain", ""))
-        for out in cell.get("outputs", [])) for cell in nb["cells"])
+    return "\n".join("".join(cell.get("source", "")) + _outputs_text(cell) for cell in nb["cells"])
+
+
+def _outputs_text(cell: dict) -> str:
+    """What the kernel wrote in a cell (streams and plain-text results), not its source."""
+    return "".join("".join(out.get("text", "")) + "".join(out.get("data", {}).get("text/plain", ""))
+                   for out in cell.get("outputs", []))
+
+
+def test_label_notebook_puts_one_banner_after_the_title(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# A chapter"),
+                                         nbformat.v4.new_code_cell("profile = 'paper'")])
+    path = tmp_path / "chapter.ipynb"
+    nbformat.write(nb, path)
+    profile = get_profile("paper", **rehearsal.rehearsal_parameters(tmp_path)["overrides"])
+    assert profile.rehearsal and profile.name == "paper" and profile.models == PAPER_IDS
+    rehearsal.label_notebook(path, profile)
+    rehearsal.label_notebook(path, profile)  # a second call adds nothing
+    cells = nbformat.read(path, as_version=4).cells
+    assert [c.source.splitlines()[0] for c in cells] == ["# A chapter", "```{warning}", "profile = 'paper'"]
+    banner = cells[1].source
+    assert "Random-weight rehearsal, not results" in banner and "`profile: paper`" in banner
+    assert all(hub_id in banner for hub_id in PAPER_IDS)
+    assert cells[1].metadata["tags"] == [rehearsal.BANNER_TAG]
 
 
 @pytest.mark.book
 def test_rehearsal_runs_the_paper_profile_offline(tmp_path, monkeypatch):
-    """`make rehearse` in small: the layers chapter with --profile paper on the fixture."""
+    """`make rehearse` in small: the layers chapter with --profile paper on the fixture. The notebook
+    says, in a banner and in its own first cell's output, that it is a random-weight rehearsal of
+    profile paper, and the models it printed and measured are the four real hub ids."""
     monkeypatch.setenv("CONVEXLAB_CACHE", str(tmp_path / "cache"))
     summary = rehearsal.run_rehearsal(chapters=["layers"], folder=tmp_path / "fixture", output_dir=tmp_path / "out")
-    text = _executed_text(tmp_path / "out" / "layers.ipynb")
-    assert 'profile = "paper"' in text
+    assert summary["chapters"]["layers"] > 0 and summary["overrides"]["rehearsal"] is True
+    notebook = tmp_path / "out" / "layers.ipynb"
+    cells = json.loads(notebook.read_text())["cells"]
+    assert 'profile = "paper"' in _executed_text(notebook)  # papermill's injected parameters
+    banners = [i for i, c in enumerate(cells) if rehearsal.BANNER_TAG in c.get("metadata", {}).get("tags", [])]
+    assert banners == [1], "one rehearsal banner, right after the title"
+    assert "`profile: paper`" in "".join(cells[1]["source"])
+    code = [c for c in cells if c["cell_type"] == "code" and "parameters" not in c["metadata"].get("tags", [])
+            and "injected-parameters" not in c["metadata"].get("tags", [])]
+    first = _outputs_text(code[0]).splitlines()
+    assert first == ["Random-weight rehearsal (profile: paper), not results.", "models: " + ", ".join(PAPER_IDS)]
+    outputs = "".join(_outputs_text(c) for c in code[1:])
+    assert "Pretrained checkpoints" not in outputs  # the label of a real run
+    best = next(c for c in code if "layers-best" in "".join(c["source"]))  # the best-layers table
     for hub_id in PAPER_IDS:
-        assert hub_id in text
-    assert summary["chapters"]["layers"] > 0
+        assert _outputs_text(best).count(hub_id) == 2  # one row per concept
 
 
 # ----------------------------------------------------------------------------- make paper
