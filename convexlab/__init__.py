@@ -42,7 +42,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
-    "cache_root", "PROFILES", "Profile", "get_profile",
+    "cache_root", "PROFILES", "Profile", "get_profile", "expect_result",
     "AudioDataset", "corpus_root", "load_task", "speaker_task", "speech_commands_root", "word_task",
     "generate_corpus", "synthetic_corpus",
     "FAMILIES", "CheckpointUnavailableError", "ModelFamily", "family_of", "load_model", "miniature_config",
