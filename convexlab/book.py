@@ -240,15 +240,6 @@ def _recorded_execution_key(notebook: Path) -> str | None:
     return (metadata.get("convexlab") or {}).get("execution_key")
 
 
-def _record_execution_key(notebook: Path, key: str) -> None:
-    """Write ``key`` into the executed notebook's metadata, atomically (a partial run never has one)."""
-    content = json.loads(notebook.read_text())
-    content.setdefault("metadata", {}).setdefault("convexlab", {})["execution_key"] = key
-    tmp = notebook.with_name(f".{notebook.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(content, indent=1, ensure_ascii=False) + "\n")
-    os.replace(tmp, notebook)
-
-
 def run_chapter(
     chapter: str,
     *,
@@ -310,9 +301,7 @@ def run_chapter(
             os.environ.clear()
             os.environ.update(saved_env)
         seconds = time.perf_counter() - start
-    hide_injected_parameters(target)
-    if key is not None:
-        _record_execution_key(target, key)
+    _finish_notebook(target, execution_key=key)
     run = ChapterRun(chapter=source.stem, profile=profile, notebook=target, seconds=seconds, parameters=params)
     _record_timing(out_dir, run)
     return run
@@ -327,9 +316,15 @@ PAGE_HIDDEN_TAG = "remove-cell"
 def hide_injected_parameters(notebook: str | os.PathLike) -> int:
     """Tag papermill's ``injected-parameters`` cell of an executed notebook :data:`PAGE_HIDDEN_TAG`,
     in place, so that Jupyter Book leaves it off the page; returns how many cells were tagged."""
+    return _finish_notebook(Path(notebook), execution_key=None)
+
+
+def _finish_notebook(path: Path, *, execution_key: str | None) -> int:
+    """One rewrite of an executed notebook: hide the injected parameters cell and, when given,
+    record ``execution_key`` in its metadata (atomically: a partial run never has one).
+    Returns how many cells were tagged; an unchanged notebook is not rewritten."""
     import nbformat
 
-    path = Path(notebook)
     nb = nbformat.read(path, as_version=4)
     tagged = 0
     for cell in nb.cells:
@@ -337,8 +332,12 @@ def hide_injected_parameters(notebook: str | os.PathLike) -> int:
         if "injected-parameters" in tags and PAGE_HIDDEN_TAG not in tags:
             cell.metadata["tags"] = [*tags, PAGE_HIDDEN_TAG]
             tagged += 1
-    if tagged:
-        nbformat.write(nb, path)
+    if execution_key is not None:
+        nb.metadata.setdefault("convexlab", {})["execution_key"] = execution_key
+    if tagged or execution_key is not None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        nbformat.write(nb, tmp)
+        os.replace(tmp, path)
     return tagged
 
 
