@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (use 1 on a busy machine)")
     parser.add_argument("--conv-dim", type=int, help="miniature override: feature-encoder channels (all 7 layers)")
     parser.add_argument("--hidden-size", type=int, help="miniature override: transformer width (intermediate 3x)")
+    parser.add_argument("--num-layers", type=int, help="miniature override: transformer layers")
     for field in dataclasses.fields(PretrainConfig):  # every recipe field can be overridden
         if field.type in ("int", "float", "int | None", "float | None", "str") and field.name != "corpus":
             kind = {"int": int, "float": float, "int | None": int, "float | None": float, "str": str}[field.type]
@@ -113,6 +114,8 @@ def main() -> None:
             model_config.hidden_size, model_config.intermediate_size = args.hidden_size, 3 * args.hidden_size
             if hasattr(model_config, "classifier_proj_size"):
                 model_config.classifier_proj_size = args.hidden_size
+        if args.num_layers:
+            model_config.num_hidden_layers = args.num_layers
         for seed in args.seeds:
             start = time.perf_counter()
             folder = ensure_pretrained(family, seed=seed, config=config, model_config=model_config)

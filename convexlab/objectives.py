@@ -56,7 +56,9 @@ __all__ = [
     "ClusterContrastiveObjective",
     "MaskedPredictionObjective",
     "mfcc_cluster_targets",
+    "mfcc_features",
     "IGNORE_TARGET",
+    "speech_frames",
     "speech_only_mask",
     "hidden_cluster_targets",
     "mix_utterances",
@@ -353,6 +355,7 @@ def mfcc_cluster_targets(
     sample_rate: int = SAMPLE_RATE,
     normalisation: str = "corpus",
     silence_db: float | None = None,
+    silence_class: bool = False,
 ) -> np.ndarray:
     """HuBERT's first-iteration targets: k-means ids of MFCC+deltas, int64 ``(N, n_frames)``.
 
@@ -363,20 +366,50 @@ def mfcc_cluster_targets(
 
     ``normalisation="utterance"`` first removes each utterance's mean and scales by its standard
     deviation per dimension (cepstral mean and variance normalisation), so that a speaker's
-    microphone and room, constant over an utterance, do not decide the cluster. ``silence_db``:
+    microphone and room, constant over an utterance, do not decide the cluster; with
+    ``silence_db`` those statistics are taken over the utterance's speech frames only. ``silence_db``:
     frames whose energy is more than this many dB below the utterance's loudest frame are not
     clustered and get :data:`IGNORE_TARGET` (no loss there): in one-second clips of one word half
     the frames are background noise, whose colour and level belong to the speaker's channel.
+    ``silence_class``: those frames get the id ``n_clusters`` instead, one class for every
+    speaker's background (the head then has ``n_clusters + 1`` outputs).
+    """
+    from sklearn.cluster import MiniBatchKMeans
+
+    speech = speech_frames(waveforms, n_frames=n_frames, silence_db=silence_db)  # (N, n_frames)
+    stacked = mfcc_features(waveforms, n_frames=n_frames, sample_rate=sample_rate, normalisation=normalisation,
+                            speech=speech)
+    flat = stacked[speech]
+    mean, std = flat.mean(0), flat.std(0) + 1e-6
+    kmeans = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, batch_size=4096, n_init=3)
+    targets = np.full(stacked.shape[:2], n_clusters if silence_class else IGNORE_TARGET, dtype=np.int64)
+    targets[speech] = kmeans.fit_predict((flat - mean) / std)
+    return targets
+
+
+def mfcc_features(
+    waveforms: np.ndarray,
+    *,
+    n_frames: int,
+    sample_rate: int = SAMPLE_RATE,
+    normalisation: str = "corpus",
+    speech: np.ndarray | None = None,
+) -> np.ndarray:
+    """MFCC + deltas + delta-deltas of each clip, float32 ``(N, n_frames, 39)`` (see :func:`mfcc_cluster_targets`).
+
+    ``normalisation="utterance"``: per-utterance CMVN, with statistics over the frames where the
+    bool ``(N, n_frames)`` ``speech`` is True (all frames when None, or when a clip has < 2).
     """
     if normalisation not in ("corpus", "utterance"):
         raise ValueError(f"normalisation={normalisation!r}; use 'corpus' or 'utterance' (per-utterance CMVN)")
     import torchaudio
-    from sklearn.cluster import MiniBatchKMeans
 
     if waveforms.ndim != 2:
         raise ValueError(f"waveforms must be (N, samples), got shape {waveforms.shape}.")
+    if speech is None:
+        speech = np.ones((len(waveforms), n_frames), dtype=bool)
     features = []
-    for wav in torch.from_numpy(np.asarray(waveforms, dtype=np.float32)):
+    for wav, voiced in zip(torch.from_numpy(np.asarray(waveforms, dtype=np.float32)), torch.from_numpy(speech)):
         mfcc = torchaudio.compliance.kaldi.mfcc(
             wav[None], sample_frequency=sample_rate, frame_shift=20.0, frame_length=25.0, use_energy=False, dither=0.0
         )  # (frames, 13)
@@ -386,20 +419,21 @@ def mfcc_cluster_targets(
         if len(frames) < n_frames:  # pad by repeating the last frame (conv and MFCC edges differ by <= 1 frame)
             frames = torch.cat([frames, frames[-1:].expand(n_frames - len(frames), -1)])
         frames = frames[:n_frames]
-        if normalisation == "utterance":
-            frames = (frames - frames.mean(0)) / (frames.std(0) + 1e-6)
+        if normalisation == "utterance":  # statistics of the speech frames: background would swamp them
+            reference = frames[voiced] if int(voiced.sum()) > 1 else frames
+            frames = (frames - reference.mean(0)) / (reference.std(0) + 1e-6)
         features.append(frames.numpy())
-    stacked = np.stack(features)  # (N, n_frames, 39)
-    speech = np.ones(stacked.shape[:2], dtype=bool)
-    if silence_db is not None:
-        energy_db = _frame_energy_db(np.asarray(waveforms, dtype=np.float32), n_frames=n_frames)  # (N, n_frames)
-        speech = energy_db > energy_db.max(1, keepdims=True) - silence_db
-    flat = stacked[speech]
-    mean, std = flat.mean(0), flat.std(0) + 1e-6
-    kmeans = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, batch_size=4096, n_init=3)
-    targets = np.full(stacked.shape[:2], IGNORE_TARGET, dtype=np.int64)
-    targets[speech] = kmeans.fit_predict((flat - mean) / std)
-    return targets
+    return np.stack(features)
+
+
+def speech_frames(waveforms: np.ndarray, *, n_frames: int, silence_db: float | None) -> np.ndarray:
+    """bool ``(N, n_frames)``: frames within ``silence_db`` of each clip's loudest (all when None)."""
+    if np.ndim(waveforms) != 2:
+        raise ValueError(f"waveforms must be (N, samples), got shape {np.shape(waveforms)}.")
+    if silence_db is None:
+        return np.ones((len(waveforms), n_frames), dtype=bool)
+    energy_db = _frame_energy_db(np.asarray(waveforms, dtype=np.float32), n_frames=n_frames)
+    return energy_db > energy_db.max(1, keepdims=True) - silence_db
 
 
 def _frame_energy_db(waveforms: np.ndarray, *, n_frames: int) -> np.ndarray:
@@ -420,13 +454,17 @@ def hidden_cluster_targets(
     seed: int = 0,
     batch_size: int = 32,
     max_fit_frames: int = 100_000,
+    silence_db: float | None = None,
+    silence_class: bool = False,
 ) -> np.ndarray:
     """HuBERT's second-iteration targets: k-means ids of an encoder's layer features, int64 ``(N, T)``.
 
     ``encoder``: a first-iteration ``HubertModel``/``WavLMModel`` (run in eval mode, no masking);
     ``waveforms``: float32 ``(N, S)``; ``layer`` indexes ``hidden_states`` (0 is the transformer's
     input). MiniBatchKMeans is fitted on at most ``max_fit_frames`` frames drawn with ``seed`` (the
-    paper also fits on a subset) and then labels every frame.
+    paper also fits on a subset) and then labels every frame. ``silence_db`` and ``silence_class``
+    treat silent frames as :func:`mfcc_cluster_targets` does (left out of the fit; no target, or
+    the id ``n_clusters``), so that the second iteration keeps the first one's rule.
     """
     from sklearn.cluster import MiniBatchKMeans
 
@@ -444,12 +482,15 @@ def hidden_cluster_targets(
         features.append(hidden.float().numpy())  # (B, T, H)
     encoder.train(was_training)
     stacked = np.concatenate(features)  # (N, T, H)
-    flat = stacked.reshape(-1, stacked.shape[-1])
+    speech = speech_frames(waveforms, n_frames=stacked.shape[1], silence_db=silence_db)
+    flat = stacked[speech]
     flat = (flat - flat.mean(0)) / (flat.std(0) + 1e-6)
     rng = np.random.default_rng(seed)
     fit = flat[rng.choice(len(flat), size=min(max_fit_frames, len(flat)), replace=False)]
     kmeans = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, batch_size=4096, n_init=3).fit(fit)
-    return kmeans.predict(flat).reshape(stacked.shape[:2]).astype(np.int64)
+    targets = np.full(stacked.shape[:2], n_clusters if silence_class else IGNORE_TARGET, dtype=np.int64)
+    targets[speech] = kmeans.predict(flat)
+    return targets
 
 
 def mix_utterances(

@@ -59,7 +59,7 @@ __all__ = [
     "pretraining_waveforms",
 ]
 
-OBJECTIVE_VERSION = 1  # bump when an objective changes, so cached models are retrained
+OBJECTIVE_VERSION = 2  # bump when an objective changes, so cached models are retrained
 
 FAMILY_OBJECTIVES = {  # family -> the objective it is pretrained with
     "wav2vec2": "contrastive (wav2vec 2.0)",
@@ -98,8 +98,11 @@ class PretrainConfig:
     cross_weight: float = 0.5  # ccc: weight of each cross-contrastive term (0: no augmentation)
     # masked prediction (hubert, wavlm)
     n_clusters: int = 50  # k-means clusters of MFCC frames
-    target_normalisation: str = "corpus"  # MFCC standardisation before k-means: "corpus", or "utterance" (CMVN)
+    target_normalisation: str = "corpus"  # MFCC standardisation before k-means: "corpus", or "utterance" (CMVN; over speech frames when target_silence_db is set)
     target_silence_db: float | None = None  # frames this many dB below a clip's loudest are never predicted (None: all)
+    # what those silent frames become: "ignore" (no target, no loss) or "class" (one extra cluster,
+    # the same for every speaker's background, so that predicting it needs no channel information)
+    silence_target: str = "ignore"
     projection_dim: int = 64  # size of the projection compared with the cluster embeddings
     mix_probability: float = 0.2  # wavlm: probability that an utterance gets another one mixed in
     # masked prediction, second iteration: a fresh model predicts k-means ids of the first one's features
@@ -165,6 +168,13 @@ def pretraining_waveforms(config: PretrainConfig = PretrainConfig()) -> np.ndarr
 DROPOUT_FIELDS = ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "feat_quantizer_dropout")
 
 
+def _silence_class(config: PretrainConfig) -> bool:
+    """Whether masked prediction gives silent frames a class of their own (one id after the clusters)."""
+    if config.silence_target not in ("ignore", "class"):
+        raise ValueError(f"silence_target={config.silence_target!r}; use 'ignore' (no target) or 'class' (one silence class)")
+    return config.silence_target == "class" and config.target_silence_db is not None
+
+
 def _build_objective(
     family: str, model_config: PretrainedConfig, config: PretrainConfig, seed: int, *, n_clusters: int | None = None
 ) -> torch.nn.Module:
@@ -197,7 +207,8 @@ def _build_objective(
         )
     return MaskedPredictionObjective(
         model_config,
-        n_clusters=n_clusters or config.n_clusters,
+        # the silence class is one id after the k-means clusters
+        n_clusters=(n_clusters or config.n_clusters) + int(_silence_class(config)),
         projection_dim=config.projection_dim,
         mix_probability=config.mix_probability if family == "wavlm" else 0.0,
         seed=seed,
@@ -300,7 +311,8 @@ def pretrain(
             n_frames = int(objective.model._get_feat_extract_output_lengths(torch.tensor(waveforms.shape[1])))
             targets = torch.from_numpy(
                 mfcc_cluster_targets(waveforms, n_frames=n_frames, n_clusters=config.n_clusters, seed=seed,
-                                     normalisation=config.target_normalisation, silence_db=config.target_silence_db)
+                                     normalisation=config.target_normalisation, silence_db=config.target_silence_db,
+                                     silence_class=_silence_class(config))
             )
         setup_seconds = time.perf_counter() - setup_start
         audio = torch.from_numpy(waveforms)
@@ -312,6 +324,7 @@ def pretrain(
             layer = model_config.num_hidden_layers // 2 if layer is None else layer
             targets = torch.from_numpy(hidden_cluster_targets(
                 objective.encoder, waveforms, layer=layer, n_clusters=config.iteration2_clusters, seed=seed,
+                silence_db=config.target_silence_db, silence_class=_silence_class(config),
             ))
             # as in HuBERT, the second iteration starts from a fresh initialisation
             objective = _build_objective(family, model_config, config, seed + 1, n_clusters=config.iteration2_clusters)
@@ -345,7 +358,8 @@ def _key_dict(config: PretrainConfig) -> dict[str, Any]:
 
 
 # fields added after models were cached: hashed only when not at their default, so older keys stand
-_FIELDS_KEYED_WHEN_SET = {"corpus": "synthetic", "target_normalisation": "corpus", "target_silence_db": None}
+_FIELDS_KEYED_WHEN_SET = {"corpus": "synthetic", "target_normalisation": "corpus", "target_silence_db": None,
+                          "silence_target": "ignore"}
 
 
 def pretrained_path(

@@ -269,9 +269,9 @@ def test_second_iteration_trains_a_fresh_model_on_feature_clusters(family, monke
     seen = {}
     real = module.hidden_cluster_targets
 
-    def spy(encoder, waveforms, *, layer, n_clusters, seed):
+    def spy(encoder, waveforms, *, layer, n_clusters, seed, **silence):
         seen.update(layer=layer, n_clusters=n_clusters, encoder=encoder)
-        return real(encoder, waveforms, layer=layer, n_clusters=n_clusters, seed=seed)
+        return real(encoder, waveforms, layer=layer, n_clusters=n_clusters, seed=seed, **silence)
 
     monkeypatch.setattr(module, "hidden_cluster_targets", spy)
     config = TINY_RUN.replace(steps=40, iteration2_steps=40, iteration2_clusters=7)
@@ -343,9 +343,62 @@ def test_silent_frames_get_no_target_and_no_loss():
     assert float(scored) != float(objective(waves, targets=relabelled).loss)  # the ignored frames counted there
 
 
+def test_utterance_normalisation_takes_its_statistics_from_speech_frames():
+    from convexlab.objectives import mfcc_features, speech_frames
+
+    speech = tone_clips(4, seed=4)
+    twins = np.concatenate([speech, speech])  # the same words over a quiet and a loud background
+    noise = np.random.default_rng(0).standard_normal((8, 10_000)).astype(np.float32)
+    twins[:, :10_000] = np.array([3e-4] * 4 + [6e-3] * 4, dtype=np.float32)[:, None] * noise
+    voiced = speech_frames(twins, n_frames=49, silence_db=30.0)
+    assert not voiced[:, :31].any() and voiced[:, 32:].all()
+    clear = np.zeros_like(voiced)
+    clear[:, 36:] = True  # frames clear of the deltas' reach into the background
+    by_speech = mfcc_features(twins, n_frames=49, normalisation="utterance", speech=clear)
+    inner = slice(36, 49)
+    np.testing.assert_allclose(by_speech[:4, inner], by_speech[4:, inner], atol=1e-3)
+    by_all = mfcc_features(twins, n_frames=49, normalisation="utterance")
+    assert np.abs(by_all[:4, inner] - by_all[4:, inner]).max() > 0.1  # the background moved every frame
+    with pytest.raises(ValueError, match="samples"):
+        speech_frames(twins[0], n_frames=49, silence_db=30.0)
+
+
+def test_silence_can_be_one_class_of_its_own_in_both_iterations():
+    from convexlab.objectives import hidden_cluster_targets
+
+    clips = tone_clips(6, seed=1)
+    clips[:, :8000] *= 1e-3
+    ignored = mfcc_cluster_targets(clips, n_frames=49, n_clusters=4, seed=0, silence_db=30.0)
+    classed = mfcc_cluster_targets(clips, n_frames=49, n_clusters=4, seed=0, silence_db=30.0, silence_class=True)
+    assert (classed[ignored == IGNORE_TARGET] == 4).all()  # every silent frame: the one extra id
+    np.testing.assert_array_equal(classed[ignored >= 0], ignored[ignored >= 0])  # speech clustered as before
+
+    encoder = AutoModel.from_config(TINY_CONFIGS["hubert"]()).eval()
+    second = hidden_cluster_targets(encoder, clips, layer=1, n_clusters=3, seed=0, silence_db=30.0)
+    assert (second[:, :23] == IGNORE_TARGET).all() and (second[:, 26:] >= 0).all()
+    second_classed = hidden_cluster_targets(encoder, clips, layer=1, n_clusters=3, seed=0, silence_db=30.0,
+                                            silence_class=True)
+    assert (second_classed[second == IGNORE_TARGET] == 3).all() and set(np.unique(second_classed)) <= {0, 1, 2, 3}
+
+    config = TINY_RUN.replace(steps=3, target_silence_db=30.0, silence_target="class")
+    result = pretrain("hubert", seed=0, config=config, model_config=TINY_CONFIGS["hubert"](), waveforms=clips,
+                      progress=False)
+    assert result.encoder is not None and len(result.log) == 3
+    objective = pretrain_module._build_objective("hubert", TINY_CONFIGS["hubert"](), config, 0)
+    assert objective.cluster_embeddings.shape[0] == config.n_clusters + 1  # the clusters, then silence
+    ignoring = pretrain_module._build_objective("hubert", TINY_CONFIGS["hubert"](), config.replace(silence_target="ignore"), 0)
+    assert ignoring.cluster_embeddings.shape[0] == config.n_clusters
+    with pytest.raises(ValueError, match="silence_target"):
+        pretrain("hubert", seed=0, config=config.replace(silence_target="drop"), model_config=TINY_CONFIGS["hubert"](),
+                 waveforms=clips, progress=False)
+
+
 def test_new_target_fields_key_only_when_set():
     default = pretrain_module._key_dict(PretrainConfig())
     assert "target_normalisation" not in default and "target_silence_db" not in default
+    assert "silence_target" not in default
+    assert pretrained_path("hubert", config=PretrainConfig(target_silence_db=30.0)) != pretrained_path(
+        "hubert", config=PretrainConfig(target_silence_db=30.0, silence_target="class"))
     assert pretrained_path("hubert", config=PretrainConfig()) != pretrained_path(
         "hubert", config=PretrainConfig(target_silence_db=30.0))
     assert pretrained_path("hubert", config=PretrainConfig()) != pretrained_path(
