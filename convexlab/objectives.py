@@ -82,9 +82,8 @@ def speech_only_mask(mask: torch.Tensor, waveforms: torch.Tensor, *, silence_db:
     background-noise frame (and a noise distractor) asks the model for the speaker's channel, not
     for speech. An utterance left with fewer than ``min_masks`` masked frames keeps its whole mask.
     """
-    energy_db = torch.from_numpy(_frame_energy_db(waveforms.detach().cpu().numpy(), n_frames=mask.shape[1]))
-    speech = energy_db > energy_db.max(1, keepdim=True).values - silence_db
-    kept = mask & speech.to(mask.device)
+    speech = speech_frames(waveforms.detach().cpu().numpy(), n_frames=mask.shape[1], silence_db=silence_db)
+    kept = mask & torch.from_numpy(speech).to(mask.device)
     too_few = kept.sum(1) < min_masks
     kept[too_few] = mask[too_few]
     return kept
@@ -382,9 +381,8 @@ def mfcc_cluster_targets(
     flat = stacked[speech]
     mean, std = flat.mean(0), flat.std(0) + 1e-6
     kmeans = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, batch_size=4096, n_init=3)
-    targets = np.full(stacked.shape[:2], n_clusters if silence_class else IGNORE_TARGET, dtype=np.int64)
-    targets[speech] = kmeans.fit_predict((flat - mean) / std)
-    return targets
+    return _with_silence(kmeans.fit_predict((flat - mean) / std), speech, n_clusters=n_clusters,
+                         silence_class=silence_class)
 
 
 def mfcc_features(
@@ -434,6 +432,14 @@ def speech_frames(waveforms: np.ndarray, *, n_frames: int, silence_db: float | N
         return np.ones((len(waveforms), n_frames), dtype=bool)
     energy_db = _frame_energy_db(np.asarray(waveforms, dtype=np.float32), n_frames=n_frames)
     return energy_db > energy_db.max(1, keepdims=True) - silence_db
+
+
+def _with_silence(speech_ids: np.ndarray, speech: np.ndarray, *, n_clusters: int, silence_class: bool) -> np.ndarray:
+    """int64 ``(N, T)`` targets: ``speech_ids`` at the True frames of ``speech``, and at the others
+    :data:`IGNORE_TARGET`, or the silence class ``n_clusters`` when ``silence_class``."""
+    targets = np.full(speech.shape, n_clusters if silence_class else IGNORE_TARGET, dtype=np.int64)
+    targets[speech] = speech_ids
+    return targets
 
 
 def _frame_energy_db(waveforms: np.ndarray, *, n_frames: int) -> np.ndarray:
@@ -488,9 +494,7 @@ def hidden_cluster_targets(
     rng = np.random.default_rng(seed)
     fit = flat[rng.choice(len(flat), size=min(max_fit_frames, len(flat)), replace=False)]
     kmeans = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, batch_size=4096, n_init=3).fit(fit)
-    targets = np.full(stacked.shape[:2], n_clusters if silence_class else IGNORE_TARGET, dtype=np.int64)
-    targets[speech] = kmeans.predict(flat)
-    return targets
+    return _with_silence(kmeans.predict(flat), speech, n_clusters=n_clusters, silence_class=silence_class)
 
 
 def mix_utterances(

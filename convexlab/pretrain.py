@@ -117,6 +117,10 @@ class PretrainConfig:
     corpus_seed: int = 1_000_003  # generator seed, unlike any analysis seed
     speaker_prefix: str = "pretrain"  # speaker-id prefix, unlike the analysis corpus's
 
+    def __post_init__(self) -> None:
+        if self.silence_target not in ("ignore", "class"):
+            raise ValueError(f"silence_target={self.silence_target!r}; use 'ignore' (no target) or 'class' (one silence class)")
+
     def replace(self, **overrides: Any) -> "PretrainConfig":
         """A copy with some fields changed (``None`` values are ignored)."""
         known = {f.name for f in dataclasses.fields(self)}
@@ -170,8 +174,6 @@ DROPOUT_FIELDS = ("hidden_dropout", "attention_dropout", "activation_dropout", "
 
 def _silence_class(config: PretrainConfig) -> bool:
     """Whether masked prediction gives silent frames a class of their own (one id after the clusters)."""
-    if config.silence_target not in ("ignore", "class"):
-        raise ValueError(f"silence_target={config.silence_target!r}; use 'ignore' (no target) or 'class' (one silence class)")
     return config.silence_target == "class" and config.target_silence_db is not None
 
 
