@@ -59,6 +59,7 @@ __all__ = [
     "mfcc_features",
     "IGNORE_TARGET",
     "speech_frames",
+    "utterance_standardised",
     "speech_only_mask",
     "hidden_cluster_targets",
     "mix_utterances",
@@ -116,11 +117,24 @@ def _frames_per_clip(model: nn.Module, n_samples: int) -> int:
     return int(model._get_feat_extract_output_lengths(torch.tensor(n_samples)).item())
 
 
+@dataclass
+class _ContrastiveView:
+    predicted: torch.Tensor  # (B, T, P) projected transformer output
+    targets: torch.Tensor  # (B, T, P) projected quantised feature-encoder frames
+    perplexity: torch.Tensor  # scalar codebook perplexity over the masked frames
+
+
 class ContrastiveObjective(nn.Module):
     """wav2vec 2.0's objective, computed by ``Wav2Vec2ForPreTraining``.
 
     The Gumbel temperature decays geometrically from ``gumbel_start`` to ``gumbel_end`` over the
     run (wav2vec 2.0 decays 2 -> 0.5 over its first ~280k updates).
+
+    ``normalise_targets``: the quantiser's input (the feature encoder's frames) is standardised
+    per utterance and dimension, with statistics over the speech frames when ``silence_db`` is
+    set: the contrastive counterpart of CMVN on masked prediction's MFCC targets, so that what is
+    constant over an utterance (a speaker's voice and channel) is not part of what the context
+    must predict. The transformer's input is left as it is. Not in wav2vec 2.0; off by default.
     """
 
     def __init__(
@@ -138,6 +152,7 @@ class ContrastiveObjective(nn.Module):
         gumbel_start: float = 2.0,
         gumbel_end: float = 0.5,
         silence_db: float | None = None,
+        normalise_targets: bool = False,
     ) -> None:
         super().__init__()
         if codevector_dim % num_codevector_groups:
@@ -160,6 +175,7 @@ class ContrastiveObjective(nn.Module):
         self.gumbel_start = gumbel_start
         self.gumbel_end = gumbel_end
         self.silence_db = silence_db
+        self.normalise_targets = normalise_targets
 
     @property
     def encoder(self) -> nn.Module:
@@ -178,6 +194,24 @@ class ContrastiveObjective(nn.Module):
         negatives = _sample_negative_indices((batch_size, n_frames), self.num_negatives, mask_time_indices=mask.numpy())
         return mask.to(waveforms.device), torch.from_numpy(negatives).long().to(waveforms.device)
 
+    def _views(self, waveforms: torch.Tensor, mask: torch.Tensor, *, speech_of: torch.Tensor | None = None) -> _ContrastiveView:
+        """Projected context and quantised targets ``(B, T, P)`` of ``waveforms`` ``(B, S)`` under ``mask``.
+
+        ``speech_of``: the waveforms ``(B, S)`` whose speech frames give the normalisation's
+        statistics (default ``waveforms``; an augmented copy uses its original's).
+        """
+        if not self.normalise_targets:
+            out = self.model(waveforms, mask_time_indices=mask)
+            return _ContrastiveView(out.projected_states, out.projected_quantized_states, out.codevector_perplexity)
+        # Wav2Vec2ForPreTraining.forward, with the quantiser's input standardised per utterance
+        out = self.model.wav2vec2(waveforms, mask_time_indices=mask)
+        features = self.model.dropout_features(out.extract_features)  # (B, T, conv_dim[-1])
+        reference = waveforms if speech_of is None else speech_of
+        speech = speech_frames(reference.detach().cpu().numpy(), n_frames=features.shape[1], silence_db=self.silence_db)
+        features = utterance_standardised(features, torch.from_numpy(speech))
+        quantized, perplexity = self.model.quantizer(features, mask_time_indices=mask)
+        return _ContrastiveView(self.model.project_hid(out.last_hidden_state), self.model.project_q(quantized), perplexity)
+
     def _diversity(self, perplexity: torch.Tensor) -> torch.Tensor:
         n_codevectors = self.model.config.num_codevectors_per_group * self.model.config.num_codevector_groups
         return (n_codevectors - perplexity) / n_codevectors
@@ -186,14 +220,22 @@ class ContrastiveObjective(nn.Module):
         """``waveforms``: float ``(B, S)``; ``progress``: fraction of the run done, in [0, 1]."""
         self.model.set_gumbel_temperature(self.gumbel_temperature(progress))
         mask, negatives = self._mask_and_negatives(waveforms)
-        out = self.model(waveforms, mask_time_indices=mask, sampled_negative_indices=negatives)
         n_masked = mask.sum()
+        if not self.normalise_targets:  # the loss exactly as Wav2Vec2ForPreTraining computes it
+            out = self.model(waveforms, mask_time_indices=mask, sampled_negative_indices=negatives)
+            contrastive, perplexity, loss = out.contrastive_loss, out.codevector_perplexity, out.loss / n_masked
+        else:
+            view = self._views(waveforms, mask)
+            contrastive = contrastive_loss_sum(view.predicted, view.targets, mask, negatives,
+                                               temperature=self.model.config.contrastive_logits_temperature)
+            perplexity = view.perplexity
+            loss = contrastive / n_masked + self.model.config.diversity_loss_weight * self._diversity(perplexity)
         return ObjectiveOutput(
-            loss=out.loss / n_masked,
+            loss=loss,
             parts={
-                "contrastive": _scalar(out.contrastive_loss / n_masked),
-                "diversity": _scalar(self._diversity(out.codevector_perplexity)),
-                "perplexity": _scalar(out.codevector_perplexity),
+                "contrastive": _scalar(contrastive / n_masked),
+                "diversity": _scalar(self._diversity(perplexity)),
+                "perplexity": _scalar(perplexity),
             },
         )
 
@@ -310,29 +352,29 @@ class ClusterContrastiveObjective(ContrastiveObjective):
         self.model.set_gumbel_temperature(self.gumbel_temperature(progress))
         mask, negatives = self._mask_and_negatives(waveforms)
         temperature = self.model.config.contrastive_logits_temperature
-        views = [self.model(waveforms, mask_time_indices=mask)]
+        views = [self._views(waveforms, mask)]
         if self.cross_weight > 0:
             augmented = augment_for_cross_contrast(waveforms.detach(), generator=self.generator)
-            views.append(self.model(augmented, mask_time_indices=mask))
-        same_cluster = self._same_cluster([v.projected_quantized_states for v in views], mask, negatives)
+            views.append(self._views(augmented, mask, speech_of=waveforms))
+        same_cluster = self._same_cluster([v.targets for v in views], mask, negatives)
         original = views[0]
         loss_kwargs = dict(temperature=temperature, scale_factor=self.scale_factor)
         contrastive = contrastive_loss_sum(
-            original.projected_states, original.projected_quantized_states, mask, negatives,
+            original.predicted, original.targets, mask, negatives,
             same_cluster=same_cluster[0], **loss_kwargs,
         )
         cross = torch.zeros((), device=waveforms.device)
         if self.cross_weight > 0:
             augmented_view = views[1]
             cross = contrastive_loss_sum(  # context of the original against the augmentation's targets
-                original.projected_states, augmented_view.projected_quantized_states, mask, negatives,
+                original.predicted, augmented_view.targets, mask, negatives,
                 same_cluster=same_cluster[1], **loss_kwargs,
             ) + contrastive_loss_sum(  # and the other way round
-                augmented_view.projected_states, original.projected_quantized_states, mask, negatives,
+                augmented_view.predicted, original.targets, mask, negatives,
                 same_cluster=same_cluster[0], **loss_kwargs,
             )
         n_masked = mask.sum()
-        diversity = self._diversity(original.codevector_perplexity)
+        diversity = self._diversity(original.perplexity)
         loss = (contrastive + self.cross_weight * cross) / n_masked + self.model.config.diversity_loss_weight * diversity
         return ObjectiveOutput(
             loss=loss,
@@ -340,7 +382,7 @@ class ClusterContrastiveObjective(ContrastiveObjective):
                 "contrastive": _scalar(contrastive / n_masked),
                 "cross_contrastive": _scalar(cross / n_masked),
                 "diversity": _scalar(diversity),
-                "perplexity": _scalar(original.codevector_perplexity),
+                "perplexity": _scalar(original.perplexity),
             },
         )
 
@@ -418,10 +460,24 @@ def mfcc_features(
             frames = torch.cat([frames, frames[-1:].expand(n_frames - len(frames), -1)])
         frames = frames[:n_frames]
         if normalisation == "utterance":  # statistics of the speech frames: background would swamp them
-            reference = frames[voiced] if int(voiced.sum()) > 1 else frames
-            frames = (frames - reference.mean(0)) / (reference.std(0) + 1e-6)
+            frames = utterance_standardised(frames[None], voiced[None])[0]
         features.append(frames.numpy())
     return np.stack(features)
+
+
+def utterance_standardised(frames: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``frames`` ``(B, T, D)`` standardised per utterance and dimension (CMVN), differentiably.
+
+    Mean and (unbiased) standard deviation are taken over the frames where the bool ``(B, T)``
+    ``reference`` is True; an utterance with fewer than 2 such frames uses all of its frames.
+    """
+    reference = reference.to(frames.device)
+    too_few = reference.sum(1, keepdim=True) < 2
+    weights = torch.where(too_few, torch.ones_like(reference), reference).to(frames.dtype).unsqueeze(-1)  # (B, T, 1)
+    count = weights.sum(1, keepdim=True)
+    mean = (frames * weights).sum(1, keepdim=True) / count
+    variance = ((frames - mean) ** 2 * weights).sum(1, keepdim=True) / (count - 1)
+    return (frames - mean) / (variance.sqrt() + 1e-6)
 
 
 def speech_frames(waveforms: np.ndarray, *, n_frames: int, silence_db: float | None) -> np.ndarray:

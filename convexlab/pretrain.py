@@ -59,7 +59,7 @@ __all__ = [
     "pretraining_waveforms",
 ]
 
-OBJECTIVE_VERSION = 2  # bump when an objective changes, so cached models are retrained
+OBJECTIVE_VERSION = 3  # bump when an objective changes, so cached models are retrained
 
 FAMILY_OBJECTIVES = {  # family -> the objective it is pretrained with
     "wav2vec2": "contrastive (wav2vec 2.0)",
@@ -98,7 +98,10 @@ class PretrainConfig:
     cross_weight: float = 0.5  # ccc: weight of each cross-contrastive term (0: no augmentation)
     # masked prediction (hubert, wavlm)
     n_clusters: int = 50  # k-means clusters of MFCC frames
-    target_normalisation: str = "corpus"  # MFCC standardisation before k-means: "corpus", or "utterance" (CMVN; over speech frames when target_silence_db is set)
+    # MFCC standardisation before k-means: "corpus", or "utterance" (CMVN; over speech frames when
+    # target_silence_db is set); for the contrastive families "utterance" standardises the
+    # quantiser's input per utterance the same way ("corpus": as wav2vec 2.0, no normalisation)
+    target_normalisation: str = "corpus"
     target_silence_db: float | None = None  # frames this many dB below a clip's loudest are never predicted (None: all)
     # what those silent frames become: "ignore" (no target, no loss) or "class" (one extra cluster,
     # the same for every speaker's background, so that predicting it needs no channel information)
@@ -118,6 +121,8 @@ class PretrainConfig:
     speaker_prefix: str = "pretrain"  # speaker-id prefix, unlike the analysis corpus's
 
     def __post_init__(self) -> None:
+        if self.target_normalisation not in ("corpus", "utterance"):
+            raise ValueError(f"target_normalisation={self.target_normalisation!r}; use 'corpus' or 'utterance' (per utterance)")
         if self.silence_target not in ("ignore", "class"):
             raise ValueError(f"silence_target={self.silence_target!r}; use 'ignore' (no target) or 'class' (one silence class)")
 
@@ -196,6 +201,7 @@ def _build_objective(
             gumbel_start=config.gumbel_start,
             gumbel_end=config.gumbel_end,
             silence_db=config.target_silence_db,
+            normalise_targets=config.target_normalisation == "utterance",
             **masking,
         )
         if family == "wav2vec2":

@@ -424,3 +424,69 @@ def test_contrastive_masks_only_speech_frames_when_asked():
     masked, negatives = objective._mask_and_negatives(waves)
     assert not masked[:, :23].any()
     assert torch.isfinite(objective(waves).loss)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_utterance_standardised_matches_a_per_clip_reference(seed):
+    from convexlab.objectives import utterance_standardised
+
+    rng = np.random.default_rng(seed)
+    frames = rng.normal(3.0, 2.0, size=(4, 20, 5)).astype(np.float32)
+    reference = rng.random((4, 20)) < 0.5
+    reference[3] = False
+    reference[3, 7] = True  # one reference frame only: that clip falls back to all of its frames
+    ours = utterance_standardised(torch.from_numpy(frames), torch.from_numpy(reference)).numpy()
+    for clip, chosen, result in zip(frames, reference, ours):
+        basis = clip[chosen] if chosen.sum() > 1 else clip
+        expected = (clip - basis.mean(0)) / (basis.std(0, ddof=1) + 1e-6)
+        np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_contrastive_normalised_targets_reimplement_huggingface_and_remove_an_utterance_offset(monkeypatch):
+    """With the standardisation replaced by the identity, the normalised path is exactly
+    Wav2Vec2ForPreTraining's loss; with it, a constant offset of a clip's feature frames no longer
+    changes the quantiser's input."""
+    import convexlab.objectives as objectives
+
+    def build(normalise):
+        torch.manual_seed(0)
+        return ContrastiveObjective(TINY_CONFIGS["wav2vec2"](), mask_length=5, num_negatives=5, codevector_dim=16,
+                                    num_codevectors_per_group=16, silence_db=30.0, normalise_targets=normalise)
+
+    waves = torch.from_numpy(tone_clips(3, seed=4))
+    losses = {}
+    for normalise in (False, True):
+        objective = build(normalise)
+        np.random.seed(1)
+        torch.manual_seed(1)
+        with monkeypatch.context() as patch:
+            patch.setattr(objectives, "utterance_standardised", lambda frames, reference: frames)
+            losses[normalise] = objective(waves)
+    assert torch.allclose(losses[False].loss, losses[True].loss, rtol=1e-5)
+    assert losses[False].parts["perplexity"] == pytest.approx(losses[True].parts["perplexity"], rel=1e-5)
+
+    objective = build(True)
+    seen = []
+    objective.model.quantizer.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    shift = torch.linspace(-2, 2, objective.model.config.conv_dim[-1])
+    np.random.seed(1)
+    mask, _ = objective._mask_and_negatives(waves)
+    objective.eval()
+    with torch.no_grad():
+        objective._views(waves, mask)
+        extract = objective.model.wav2vec2(waves).extract_features
+        monkeypatch.setattr(objective.model.wav2vec2, "forward", lambda *a, **k: type(
+            "Out", (), {"extract_features": extract * 3.0 + shift, "last_hidden_state": torch.zeros(3, extract.shape[1], 32)})())
+        objective._views(waves, mask)
+    torch.testing.assert_close(seen[0], seen[1], rtol=1e-4, atol=1e-4)
+    assert torch.isfinite(build(True)(waves).loss)
+
+
+def test_target_normalisation_reaches_the_contrastive_objective_and_is_checked():
+    on = pretrain_module._build_objective("wav2vec2", TINY_CONFIGS["wav2vec2"](), TINY_RUN.replace(target_normalisation="utterance"), 0)
+    off = pretrain_module._build_objective("ccc-wav2vec2", TINY_CONFIGS["ccc-wav2vec2"](), TINY_RUN, 0)
+    assert on.normalise_targets and not off.normalise_targets
+    assert pretrained_path("wav2vec2", config=PretrainConfig()) != pretrained_path(
+        "wav2vec2", config=PretrainConfig(target_normalisation="utterance"))
+    with pytest.raises(ValueError, match="target_normalisation='speaker'"):
+        PretrainConfig(target_normalisation="speaker")
