@@ -472,12 +472,11 @@ def utterance_standardised(frames: torch.Tensor, reference: torch.Tensor) -> tor
     ``reference`` is True; an utterance with fewer than 2 such frames uses all of its frames.
     """
     reference = reference.to(frames.device)
-    too_few = reference.sum(1, keepdim=True) < 2
-    weights = torch.where(too_few, torch.ones_like(reference), reference).to(frames.dtype).unsqueeze(-1)  # (B, T, 1)
-    count = weights.sum(1, keepdim=True)
-    mean = (frames * weights).sum(1, keepdim=True) / count
-    variance = ((frames - mean) ** 2 * weights).sum(1, keepdim=True) / (count - 1)
-    return (frames - mean) / (variance.sqrt() + 1e-6)
+    standardised = []
+    for clip, chosen in zip(frames, reference):  # (T, D), (T,)
+        basis = clip[chosen] if int(chosen.sum()) > 1 else clip
+        standardised.append((clip - basis.mean(0)) / (basis.std(0) + 1e-6))
+    return torch.stack(standardised)
 
 
 def speech_frames(waveforms: np.ndarray, *, n_frames: int, silence_db: float | None) -> np.ndarray:
