@@ -194,7 +194,7 @@ class ContrastiveObjective(nn.Module):
         negatives = _sample_negative_indices((batch_size, n_frames), self.num_negatives, mask_time_indices=mask.numpy())
         return mask.to(waveforms.device), torch.from_numpy(negatives).long().to(waveforms.device)
 
-    def _views(self, waveforms: torch.Tensor, mask: torch.Tensor, *, speech_of: torch.Tensor | None = None) -> _ContrastiveView:
+    def _view(self, waveforms: torch.Tensor, mask: torch.Tensor, *, speech_of: torch.Tensor | None = None) -> _ContrastiveView:
         """Projected context and quantised targets ``(B, T, P)`` of ``waveforms`` ``(B, S)`` under ``mask``.
 
         ``speech_of``: the waveforms ``(B, S)`` whose speech frames give the normalisation's
@@ -225,7 +225,7 @@ class ContrastiveObjective(nn.Module):
             out = self.model(waveforms, mask_time_indices=mask, sampled_negative_indices=negatives)
             contrastive, perplexity, loss = out.contrastive_loss, out.codevector_perplexity, out.loss / n_masked
         else:
-            view = self._views(waveforms, mask)
+            view = self._view(waveforms, mask)
             contrastive = contrastive_loss_sum(view.predicted, view.targets, mask, negatives,
                                                temperature=self.model.config.contrastive_logits_temperature)
             perplexity = view.perplexity
@@ -352,10 +352,10 @@ class ClusterContrastiveObjective(ContrastiveObjective):
         self.model.set_gumbel_temperature(self.gumbel_temperature(progress))
         mask, negatives = self._mask_and_negatives(waveforms)
         temperature = self.model.config.contrastive_logits_temperature
-        views = [self._views(waveforms, mask)]
+        views = [self._view(waveforms, mask)]
         if self.cross_weight > 0:
             augmented = augment_for_cross_contrast(waveforms.detach(), generator=self.generator)
-            views.append(self._views(augmented, mask, speech_of=waveforms))
+            views.append(self._view(augmented, mask, speech_of=waveforms))
         same_cluster = self._same_cluster([v.targets for v in views], mask, negatives)
         original = views[0]
         loss_kwargs = dict(temperature=temperature, scale_factor=self.scale_factor)
