@@ -486,6 +486,11 @@ def test_target_normalisation_reaches_the_contrastive_objective_and_is_checked()
     on = pretrain_module._build_objective("wav2vec2", TINY_CONFIGS["wav2vec2"](), TINY_RUN.replace(target_normalisation="utterance"), 0)
     off = pretrain_module._build_objective("ccc-wav2vec2", TINY_CONFIGS["ccc-wav2vec2"](), TINY_RUN, 0)
     assert on.normalise_targets and not off.normalise_targets
+    ccc = pretrain_module._build_objective("ccc-wav2vec2", TINY_CONFIGS["ccc-wav2vec2"](),
+                                           TINY_RUN.replace(target_normalisation="utterance", target_silence_db=30.0), 0)
+    np.random.seed(0)
+    out = ccc(torch.from_numpy(tone_clips(4, seed=5)))
+    assert ccc.normalise_targets and torch.isfinite(out.loss) and out.parts["cross_contrastive"] > 0
     assert pretrained_path("wav2vec2", config=PretrainConfig()) != pretrained_path(
         "wav2vec2", config=PretrainConfig(target_normalisation="utterance"))
     with pytest.raises(ValueError, match="target_normalisation='speaker'"):
