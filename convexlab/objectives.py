@@ -58,6 +58,7 @@ __all__ = [
     "mfcc_cluster_targets",
     "mfcc_features",
     "IGNORE_TARGET",
+    "TARGET_NORMALISATIONS",
     "speech_frames",
     "utterance_standardised",
     "speech_only_mask",
@@ -74,6 +75,7 @@ class ObjectiveOutput:
 
 
 IGNORE_TARGET = -100  # a frame's target id meaning "no loss here" (torch's cross-entropy ignore_index)
+TARGET_NORMALISATIONS = ("corpus", "utterance")  # how targets are standardised: over the corpus, or per utterance
 
 
 def speech_only_mask(mask: torch.Tensor, waveforms: torch.Tensor, *, silence_db: float, min_masks: int = 2) -> torch.Tensor:
@@ -440,7 +442,7 @@ def mfcc_features(
     ``normalisation="utterance"``: per-utterance CMVN, with statistics over the frames where the
     bool ``(N, n_frames)`` ``speech`` is True (all frames when None, or when a clip has < 2).
     """
-    if normalisation not in ("corpus", "utterance"):
+    if normalisation not in TARGET_NORMALISATIONS:
         raise ValueError(f"normalisation={normalisation!r}; use 'corpus' or 'utterance' (per-utterance CMVN)")
     import torchaudio
 

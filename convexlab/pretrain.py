@@ -39,6 +39,7 @@ from convexlab.objectives import (
     ClusterContrastiveObjective,
     ContrastiveObjective,
     MaskedPredictionObjective,
+    TARGET_NORMALISATIONS,
     hidden_cluster_targets,
     mfcc_cluster_targets,
 )
@@ -121,7 +122,7 @@ class PretrainConfig:
     speaker_prefix: str = "pretrain"  # speaker-id prefix, unlike the analysis corpus's
 
     def __post_init__(self) -> None:
-        if self.target_normalisation not in ("corpus", "utterance"):
+        if self.target_normalisation not in TARGET_NORMALISATIONS:
             raise ValueError(f"target_normalisation={self.target_normalisation!r}; use 'corpus' or 'utterance' (per utterance)")
         if self.silence_target not in ("ignore", "class"):
             raise ValueError(f"silence_target={self.silence_target!r}; use 'ignore' (no target) or 'class' (one silence class)")

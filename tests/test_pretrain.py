@@ -476,7 +476,7 @@ def test_contrastive_normalised_targets_reimplement_huggingface_and_remove_an_ut
         objective._view(waves, mask)
         extract = objective.model.wav2vec2(waves).extract_features
         monkeypatch.setattr(objective.model.wav2vec2, "forward", lambda *a, **k: type(
-            "Out", (), {"extract_features": extract * 3.0 + shift, "last_hidden_state": torch.zeros(3, extract.shape[1], 32)})())
+            "Out", (), {"extract_features": extract * 3.0 + shift, "last_hidden_state": torch.zeros(3, extract.shape[1], objective.model.config.hidden_size)})())
         objective._view(waves, mask)
     torch.testing.assert_close(seen[0], seen[1], rtol=1e-4, atol=1e-4)
     assert torch.isfinite(build(True)(waves).loss)
