@@ -30,7 +30,7 @@ from convexlab.frontier import (
     rule_report,
 )
 # -- pretraining of miniature models (convexlab.pretrain) --
-from convexlab.pretrain import PretrainConfig, ensure_pretrained
+from convexlab.pretrain import PretrainConfig, ensure_pretrained, recipe_configs
 # -- plots (convexlab.plots) --
 from convexlab.plots import CONCEPT_COLORS, MODEL_COLORS, miniature_label, plot_frontier, styled_table
 # -- pipeline: the book's chapter glue, and the 2-D teaching toys (convexlab.pipeline, convexlab.toys) --
@@ -55,7 +55,7 @@ __all__ = [
     "PruneComparison", "compare_pruned",
     "RULES", "Frontier", "LayerRule", "euclidean_convexity", "linear_cka", "oracle_depth", "pick_depths",
     "pruning_frontier", "rule_report",
-    "PretrainConfig", "ensure_pretrained",
+    "PretrainConfig", "ensure_pretrained", "recipe_configs",
     "CONCEPT_COLORS", "MODEL_COLORS", "miniature_label", "plot_frontier", "styled_table",
     "pipeline", "toys",
 ]

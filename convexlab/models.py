@@ -91,11 +91,16 @@ def base_config(family: str) -> PretrainedConfig:
     return config
 
 
-def miniature_config(family: str) -> PretrainedConfig:
+def miniature_config(
+    family: str, *, conv_dim: int | None = None, hidden_size: int | None = None, num_layers: int | None = None
+) -> PretrainedConfig:
     """A small config of ``family``'s architecture: 6 layers of width 64, same 20 ms frames.
 
     Like the base checkpoints it uses the group-norm feature extractor and post-layer-norm
-    transformer (``do_stable_layer_norm=False``).
+    transformer (``do_stable_layer_norm=False``). The overrides (a pretraining recipe's
+    ``model``, :mod:`convexlab.recipes`) resize it: ``conv_dim`` channels in all 7 feature-encoder
+    layers, ``hidden_size`` the transformer's width (feed-forward 3x, classifier projection the
+    same), ``num_layers`` its depth.
     """
     spec = family_spec(family)
     extra = MINIATURE_QUANTISER if spec.model_type == "wav2vec2" else {}
@@ -106,6 +111,14 @@ def miniature_config(family: str) -> PretrainedConfig:
         do_stable_layer_norm=False,
         layerdrop=0.0,
     )
+    if conv_dim:
+        config.conv_dim = (conv_dim,) * len(config.conv_dim)
+    if hidden_size:
+        config.hidden_size, config.intermediate_size = hidden_size, 3 * hidden_size
+        if hasattr(config, "classifier_proj_size"):
+            config.classifier_proj_size = hidden_size
+    if num_layers:
+        config.num_hidden_layers = num_layers
     setattr(config, FAMILY_CONFIG_KEY, spec.name)
     return config
 

@@ -15,6 +15,11 @@ config, the :class:`PretrainConfig` and :data:`OBJECTIVE_VERSION`; beside the we
 for the miniature names, and ``python -m convexlab pretrain`` (:mod:`convexlab.cli`) runs it
 from the shell.
 
+A named recipe (:mod:`convexlab.recipes`, :func:`recipe_configs`) fixes both configs per family.
+Models of a recipe too slow for a cold ``make book`` are committed under
+:data:`COMMITTED_WEIGHTS` by :func:`export_pretrained`, in folders named as their cache folders,
+and :func:`ensure_pretrained` serves such a copy only for exactly its key.
+
 Layering: this module imports :mod:`convexlab.models` at its top (for :func:`miniature_config`);
 ``models`` reaches back here only inside the two functions that need a pretrained miniature.
 """
@@ -23,6 +28,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +53,7 @@ from convexlab.objectives import (
 from convexlab import spoken, synth
 from convexlab.data import word_task
 from convexlab.models import miniature_config
+from convexlab.recipes import recipe_spec
 from convexlab.spoken import spoken_corpus
 from convexlab.synth import synthetic_corpus
 
@@ -56,6 +64,10 @@ __all__ = [
     "PretrainResult",
     "pretrain",
     "pretrained_path",
+    "recipe_configs",
+    "COMMITTED_WEIGHTS",
+    "committed_pretrained",
+    "export_pretrained",
     "ensure_pretrained",
     "pretraining_waveforms",
 ]
@@ -344,7 +356,9 @@ def pretrain(
     finally:
         np.random.set_state(numpy_state)
     encoder = objective.encoder.eval()
-    for name in (*DROPOUT_FIELDS, "layerdrop"):  # finetuning later should see the architecture's own rates
+    # finetuning later should see the architecture's own rates, and the saved config the architecture's own
+    # contrastive settings (the objective writes its distractor count into the encoder config)
+    for name in (*DROPOUT_FIELDS, "layerdrop", "num_negatives"):
         if hasattr(model_config, name):
             setattr(encoder.config, name, getattr(model_config, name))
     return PretrainResult(family, encoder, log, seconds, cpu_seconds, setup_seconds, len(waveforms))
@@ -391,24 +405,92 @@ def _corpus_generator(config: PretrainConfig) -> dict[str, Any]:
     return {"generator": "synthetic", "version": synth.SYNTH_VERSION}
 
 
+def recipe_configs(recipe: str, family: str) -> tuple[PretrainConfig, PretrainedConfig]:
+    """The ``(PretrainConfig, model config)`` of one family under a named recipe (:mod:`convexlab.recipes`)."""
+    family = _family_name(family)
+    spec = recipe_spec(recipe)
+    config = PretrainConfig().replace(**spec.common, **spec.families.get(family, {}))
+    return config, miniature_config(family, **spec.model)
+
+
+# pretrained miniatures shipped with the package (recipes too slow for a cold `make book`); each
+# folder is named exactly as its cache folder, so a changed recipe, objective or corpus never matches
+COMMITTED_WEIGHTS = Path(__file__).resolve().parent / "weights"
+
+
+def committed_pretrained(
+    family: str, *, seed: int = 0, config: PretrainConfig | None = None, model_config: PretrainedConfig | None = None
+) -> Path | None:
+    """The committed folder (under :data:`COMMITTED_WEIGHTS`) of exactly this model, or None."""
+    folder = COMMITTED_WEIGHTS / pretrained_path(family, seed=seed, config=config, model_config=model_config).name
+    return folder if (folder / "training_log.json").is_file() else None
+
+
+def export_pretrained(path: str | Path, destination: str | Path = COMMITTED_WEIGHTS, *, recipe: str) -> Path:
+    """Copy a pretrained folder (from :func:`ensure_pretrained`) into ``destination`` under its own name.
+
+    The copy keeps only what loading needs (``config.json``, the safetensors weights and
+    ``training_log.json``, its numbers to 6 significant digits) and adds ``provenance.json``: the ``recipe`` it was made with, its
+    family, seed and objective version, and the command that remakes it. Written atomically.
+    Returns the new folder.
+    """
+    path = Path(path)
+    files = ["config.json", "model.safetensors", "training_log.json"]
+    missing = [name for name in files if not (path / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{path} lacks {missing}; export a folder made by ensure_pretrained")
+    log = training_log(path)
+    config, model_config = recipe_configs(recipe, log["family"])
+    if pretrained_path(log["family"], seed=log["seed"], config=config, model_config=model_config).name != path.name:
+        raise ValueError(f"{path} was not made by recipe {recipe!r} (its key differs); export it under the recipe that made it")
+    target = Path(destination) / path.name
+    with atomic_dir(target, marker="training_log.json") as tmp:
+        for name in files[:2]:
+            shutil.copyfile(path / name, tmp / name)
+        # the log compacted (6 significant digits, no indentation): a third of the size, same content
+        compact = {**log, "steps": [{k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in entry.items()}
+                                    for entry in log["steps"]]}
+        (tmp / "training_log.json").write_text(json.dumps(compact, sort_keys=True, separators=(",", ":")))
+        save_json(tmp / "provenance.json", {
+            "recipe": recipe,
+            "family": log["family"],
+            "seed": log["seed"],
+            "objective_version": log["objective_version"],
+            "command": (f"python -m convexlab pretrain --recipe {recipe} --family {log['family']} --seed {log['seed']} "
+                        f"--threads {log['torch_threads']} --export"),
+        })
+    return target
+
+
 def ensure_pretrained(
     family: str,
     *,
     seed: int = 0,
     config: PretrainConfig | None = None,
     model_config: PretrainedConfig | None = None,
+    recipe: str | None = None,
     progress: bool | None = True,
 ) -> Path:
     """The folder of the pretrained miniature of ``family``, pretraining it first if needed.
 
     ``family``: ``"wav2vec2"``, ``"ccc-wav2vec2"``, ``"hubert"``, ``"wavlm"`` (or the
-    ``"mini-..."`` model names). The folder is written atomically, so an interrupted run leaves
-    nothing behind and the next call starts over; load it with ``AutoModel.from_pretrained``.
+    ``"mini-..."`` model names). ``recipe`` names a :mod:`convexlab.recipes` entry instead of
+    ``config`` and ``model_config``. A committed copy of exactly this model
+    (:func:`committed_pretrained`) is used as it is; otherwise the cache folder, trained on first
+    use. It is written atomically, so an interrupted run leaves nothing behind and the next call
+    starts over; load it with ``AutoModel.from_pretrained``.
     """
     family = _family_name(family)
+    if recipe is not None:
+        if config is not None or model_config is not None:
+            raise TypeError("Pass either recipe= or config=/model_config=, not both")
+        config, model_config = recipe_configs(recipe, family)
     config = config or PretrainConfig()
     model_config = model_config or _miniature_config(family)
     path = pretrained_path(family, seed=seed, config=config, model_config=model_config)
+    committed = COMMITTED_WEIGHTS / path.name  # as committed_pretrained, without hashing the key twice
+    if (committed / "training_log.json").is_file():
+        return committed
     if (path / "training_log.json").exists():
         return path
     result = pretrain(family, seed=seed, config=config, model_config=model_config, progress=progress)
@@ -421,7 +503,9 @@ def ensure_pretrained(
                 "objective": FAMILY_OBJECTIVES[family],
                 "objective_version": OBJECTIVE_VERSION,
                 "seed": seed,
+                "recipe": recipe,
                 "config": dataclasses.asdict(config),
+                "model_config": _config_dict(model_config),
                 "n_clips": result.n_clips,
                 "seconds": result.seconds,
                 "cpu_seconds": result.cpu_seconds,

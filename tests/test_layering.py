@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "convexlab"
 # lowest first; a module may import (at its top) only modules of a strictly lower layer
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("_progress", "cache", "profiles", "families", "_argtypes", "distributed", "_espeak_worker", "_knn", "_paths",
-     "reported"),
+     "reported", "recipes"),
     ("synth",),  # the corpora generators: data builds on them
     ("spoken",),
     ("data",),

@@ -1,0 +1,62 @@
+"""Named pretraining recipes for the miniatures: plain data, one entry per measured recipe.
+
+A recipe is everything that makes a pretrained miniature besides its seed: the architecture's
+size (:func:`convexlab.models.miniature_config` overrides), the :class:`convexlab.pretrain.PretrainConfig`
+fields shared by every family, each family's own fields on top of them, and the analysis corpus
+(:class:`convexlab.profiles.Profile` fields) the recipe was measured on. ``PretrainConfig``'s
+defaults with the default miniature are the recipe ``"synthetic-v1"``.
+:func:`convexlab.pretrain.recipe_configs` turns a name into the two configs; ``python -m convexlab
+pretrain --recipe NAME`` and ``benchmarks/pretrain_effect.py --recipe NAME`` take the name.
+
+Like :mod:`convexlab.families` this module imports nothing of convexlab. A recipe that has been
+measured or whose weights are committed is never edited: a changed recipe is a new name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["PretrainRecipe", "RECIPES", "recipe_spec"]
+
+
+@dataclass(frozen=True)
+class PretrainRecipe:
+    name: str  # registry key, recorded beside the models it makes
+    description: str  # one line: what it is and where it was measured
+    model: dict[str, Any] = field(default_factory=dict)  # miniature_config overrides: conv_dim, hidden_size, num_layers
+    common: dict[str, Any] = field(default_factory=dict)  # PretrainConfig fields for every family
+    families: dict[str, dict[str, Any]] = field(default_factory=dict)  # family -> PretrainConfig fields over `common`
+    analysis: dict[str, Any] = field(default_factory=dict)  # Profile fields of the analysis corpus it was measured on
+
+
+RECIPES: dict[str, PretrainRecipe] = {
+    "synthetic-v1": PretrainRecipe(
+        name="synthetic-v1",
+        description="the lite default: synthetic corpus, 6 layers x 64, 300 steps for every family",
+    ),
+    # docs/offline-world.md, runs WY (masked prediction, 3,000 steps) and WZ (contrastive, 6,000 steps)
+    "spoken-v1": PretrainRecipe(
+        name="spoken-v1",
+        description=("spoken corpus (35 words, 60 speakers x 2), 12 layers x 96 on a 64-channel encoder, "
+                     "silent frames never predicted; 3,000 steps with per-utterance CMVN targets for masked "
+                     "prediction, 6,000 steps for the contrastive families"),
+        model={"conv_dim": 64, "hidden_size": 96, "num_layers": 12},
+        common={"corpus": "spoken", "n_words": 35, "n_speakers": 60, "n_repetitions": 2, "target_silence_db": 30.0},
+        families={
+            "wav2vec2": {"steps": 6000},
+            "ccc-wav2vec2": {"steps": 6000},
+            "hubert": {"steps": 3000, "target_normalisation": "utterance"},
+            "wavlm": {"steps": 3000, "target_normalisation": "utterance"},
+        },
+        analysis={"corpus": "spoken", "n_words": 35, "n_speakers": 24, "n_repetitions": 3},
+    ),
+}
+
+
+def recipe_spec(name: str) -> PretrainRecipe:
+    """The :class:`PretrainRecipe` called ``name``; ``ValueError`` naming the recipes otherwise."""
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ValueError(f"Unknown pretraining recipe {name!r}; choose one of {sorted(RECIPES)}") from None
