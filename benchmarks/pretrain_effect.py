@@ -17,6 +17,7 @@ strictly inside the stack and above layer 0's bootstrap interval), and the goal:
 the 4 families in at least 2 of 3 seeds.
 
     python benchmarks/pretrain_effect.py                                   # lite recipe, seeds 0 1 2
+    python benchmarks/pretrain_effect.py --recipe spoken-v1 --threads 1    # a named recipe (convexlab.recipes)
     python benchmarks/pretrain_effect.py --family hubert --seeds 0 --steps 3000
     python benchmarks/pretrain_effect.py --corpus spoken --conv-dim 64 --hidden-size 64 --steps 3000
 """
@@ -40,8 +41,9 @@ from convexlab.convexity import layer_structure, layerwise_convexity
 from convexlab.data import load_task
 from convexlab.extract import extract_layers
 from convexlab.models import FAMILIES, load_model, miniature_config
-from convexlab.pretrain import PretrainConfig, ensure_pretrained, loss_trend, training_log
+from convexlab.pretrain import PretrainConfig, ensure_pretrained, loss_trend, recipe_configs, training_log
 from convexlab.profiles import get_profile
+from convexlab.recipes import RECIPES, recipe_spec
 
 GOAL_FAMILIES, GOAL_SEEDS = 3, 2  # the structure must hold for >= 3 of 4 families in >= 2 of 3 seeds
 
@@ -76,6 +78,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="all", choices=["all", *FAMILIES])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="pretraining seeds")
+    parser.add_argument("--recipe", choices=sorted(RECIPES),
+                        help="named pretraining recipe and its analysis corpus (the flags below override it)")
     parser.add_argument("--corpus", help="analysis and pretraining corpus (default: the lite profile's)")
     parser.add_argument("--analysis-words", type=int, help="analysis corpus: words (default: the lite profile's)")
     parser.add_argument("--analysis-speakers", type=int, help="analysis corpus: speakers")
@@ -95,27 +99,26 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    spec = recipe_spec(args.recipe or "synthetic-v1")  # synthetic-v1: PretrainConfig's defaults, the default miniature
     overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(PretrainConfig)}
-    profile = get_profile("lite", corpus=args.corpus, n_words=args.analysis_words, n_speakers=args.analysis_speakers,
-                          n_repetitions=args.analysis_repetitions)
+    analysis = dict(corpus=args.corpus, n_words=args.analysis_words, n_speakers=args.analysis_speakers,
+                    n_repetitions=args.analysis_repetitions)
+    profile = get_profile("lite", **{**spec.analysis, **{k: v for k, v in analysis.items() if v is not None}})
     overrides["corpus"] = args.corpus  # pretrain on the corpus that is analysed (other speakers)
-    config = PretrainConfig().replace(**overrides)
+    size = {k: v for k, v in dict(conv_dim=args.conv_dim, hidden_size=args.hidden_size, num_layers=args.num_layers).items() if v}
     dataset = load_task("word", profile).subsample(args.per_word, seed=0)
     print(f"analysis clips: {len(dataset)} ({len(set(dataset.words))} words, {len(set(dataset.speakers))} speakers); "
           f"k={profile.n_neighbors}, {profile.max_pairs} pairs per class, {profile.n_bootstrap} bootstraps")
-    print(f"recipe: {config}")
+    print(f"recipe: {spec.name} ({spec.description})")
+    changed = {k: v for k, v in {**overrides, **size}.items() if v is not None}
+    if changed:
+        print(f"overridden by flags: {changed}")
     families = list(FAMILIES) if args.family == "all" else [args.family]
     summary, structure_rows = [], []
     for family in families:
-        model_config = miniature_config(family)
-        if args.conv_dim:
-            model_config.conv_dim = (args.conv_dim,) * len(model_config.conv_dim)
-        if args.hidden_size:
-            model_config.hidden_size, model_config.intermediate_size = args.hidden_size, 3 * args.hidden_size
-            if hasattr(model_config, "classifier_proj_size"):
-                model_config.classifier_proj_size = args.hidden_size
-        if args.num_layers:
-            model_config.num_hidden_layers = args.num_layers
+        config = recipe_configs(spec.name, family)[0].replace(**overrides)
+        model_config = miniature_config(family, **{**spec.model, **size})
+        print(f"\nmini-{family} pretraining config: {config}")
         for seed in args.seeds:
             start = time.perf_counter()
             folder = ensure_pretrained(family, seed=seed, config=config, model_config=model_config)

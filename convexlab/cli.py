@@ -24,7 +24,16 @@ from convexlab.extract import layer_embeddings
 from convexlab.families import TASKS
 from convexlab.models import DTYPES
 from convexlab.pipeline import choose_layer
-from convexlab.pretrain import FAMILY_OBJECTIVES, PretrainConfig, ensure_pretrained, loss_trend, training_log
+from convexlab.pretrain import (
+    COMMITTED_WEIGHTS,
+    FAMILY_OBJECTIVES,
+    ensure_pretrained,
+    export_pretrained,
+    loss_trend,
+    recipe_configs,
+    training_log,
+)
+from convexlab.recipes import RECIPES
 from convexlab.profiles import get_profile
 
 __all__ = ["build_parser", "main", "add_extract_cli", "add_prune_compare_cli", "add_pretrain_cli"]
@@ -172,23 +181,30 @@ def _prune_compare_command(args: argparse.Namespace) -> int:
 
 
 def add_pretrain_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``python -m convexlab pretrain [--family all] [--steps N] [--seed S] [--threads T]``."""
+    """Register ``python -m convexlab pretrain [--recipe R] [--family all] [--steps N] [--seed S] [--threads T] [--export]``."""
     parser = subparsers.add_parser("pretrain", help="pretrain the miniature models (cached; reused when present)")
+    parser.add_argument("--recipe", default="synthetic-v1", choices=sorted(RECIPES),
+                        help="named pretraining recipe (convexlab.recipes; default: the lite default)")
     parser.add_argument("--family", default="all", choices=["all", *FAMILY_OBJECTIVES], help="family to pretrain")
-    parser.add_argument("--steps", type=positive_int, default=None, help=f"optimizer steps (default {PretrainConfig.steps})")
+    parser.add_argument("--steps", type=positive_int, default=None, help="optimizer steps (default: the recipe's)")
     parser.add_argument("--seed", type=int, default=0, help="initialisation, masking and shuffling seed")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--export", nargs="?", const=str(COMMITTED_WEIGHTS), default=None, metavar="DIR",
+                        help=f"copy each pretrained folder into DIR (default {COMMITTED_WEIGHTS}, the committed weights)")
     parser.set_defaults(handler=run_pretrain_cli)
 
 
 def run_pretrain_cli(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = PretrainConfig().replace(steps=args.steps)
     families = list(FAMILY_OBJECTIVES) if args.family == "all" else [args.family]
     for family in families:
         start = time.perf_counter()
-        path = ensure_pretrained(family, seed=args.seed, config=config)
+        config, model_config = recipe_configs(args.recipe, family)
+        path = ensure_pretrained(family, seed=args.seed, config=config.replace(steps=args.steps),
+                                 model_config=model_config)
+        if args.export:
+            path = export_pretrained(path, args.export, recipe=args.recipe)
         log = training_log(path)
         first, last, n_steps = loss_trend(log)
         print(
