@@ -1,0 +1,200 @@
+"""Named pretraining recipes, and the committed pretrained miniatures made with them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from transformers import AutoModel
+
+import convexlab.pretrain as pretrain_module
+from convexlab import recipes
+from convexlab.cli import main
+from convexlab.families import FAMILIES
+from convexlab.models import miniature_config
+from convexlab.pretrain import (
+    COMMITTED_WEIGHTS,
+    PretrainConfig,
+    committed_pretrained,
+    ensure_pretrained,
+    export_pretrained,
+    pretrained_path,
+    recipe_configs,
+)
+from convexlab.profiles import Profile
+from convexlab.recipes import RECIPES, PretrainRecipe, recipe_spec
+
+from test_pretrain import tone_clips
+
+PRETRAIN_FIELDS = {f.name for f in dataclasses.fields(PretrainConfig)}
+PROFILE_FIELDS = {f.name for f in dataclasses.fields(Profile)}
+# the recipe whose seed-0 models are committed, because it is too slow to train in a cold `make book`
+COMMITTED_RECIPE = "spoken-v1"
+WEIGHTS_LIMIT_BYTES = 20_000_000  # the issue's limit for all committed safetensors together (20 MB)
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_names_real_fields(name):
+    spec = recipe_spec(name)
+    assert spec.name == name
+    assert set(spec.common) <= PRETRAIN_FIELDS and set(spec.families) <= set(FAMILIES)
+    for fields in spec.families.values():
+        assert set(fields) <= PRETRAIN_FIELDS
+    assert set(spec.model) <= {"conv_dim", "hidden_size", "num_layers"}
+    assert set(spec.analysis) <= PROFILE_FIELDS
+    if "n_words" in spec.common or "n_words" in spec.analysis:  # the pretraining corpus has the analysed words
+        assert spec.common.get("n_words") == spec.analysis.get("n_words")
+    for family in FAMILIES:
+        config, model_config = recipe_configs(name, family)
+        assert isinstance(config, PretrainConfig) and model_config.model_type == FAMILIES[family].model_type
+
+
+def test_synthetic_v1_is_the_default_recipe():
+    for family in FAMILIES:
+        config, model_config = recipe_configs("synthetic-v1", family)
+        assert config == PretrainConfig()
+        assert model_config.to_dict() == miniature_config(family).to_dict()
+        assert pretrained_path(family, config=config, model_config=model_config) == pretrained_path(family)
+
+
+def test_spoken_v1_per_family():
+    for family, steps, normalisation in [("wav2vec2", 6000, "corpus"), ("ccc-wav2vec2", 6000, "corpus"),
+                                         ("hubert", 3000, "utterance"), ("wavlm", 3000, "utterance")]:
+        config, model_config = recipe_configs("spoken-v1", family)
+        assert (config.steps, config.target_normalisation) == (steps, normalisation)
+        assert (config.corpus, config.n_words, config.n_speakers, config.n_repetitions) == ("spoken", 35, 60, 2)
+        assert config.target_silence_db == 30.0
+        assert model_config.num_hidden_layers == 12 and model_config.hidden_size == 96
+        assert model_config.intermediate_size == 288 and list(model_config.conv_dim) == [64] * 7
+    # the families' models differ, so each has its own cache folder
+    names = {pretrained_path(f, config=recipe_configs("spoken-v1", f)[0],
+                             model_config=recipe_configs("spoken-v1", f)[1]).name for f in FAMILIES}
+    assert len(names) == len(FAMILIES)
+
+
+def test_miniature_overrides_resize_the_model():
+    config = miniature_config("hubert", conv_dim=48, hidden_size=80, num_layers=3)
+    assert list(config.conv_dim) == [48] * 7 and config.num_hidden_layers == 3
+    assert (config.hidden_size, config.intermediate_size, config.classifier_proj_size) == (80, 240, 80)
+    model = AutoModel.from_config(config)
+    assert len(model.encoder.layers) == 3 and model.feature_extractor.conv_layers[0].conv.out_channels == 48
+
+
+def test_unknown_recipe_and_conflicting_arguments():
+    with pytest.raises(ValueError, match="spoken-v1"):
+        recipe_spec("spoken-v0")
+    with pytest.raises(ValueError, match="Unknown pretraining recipe"):
+        recipe_configs("nope", "hubert")
+    with pytest.raises(TypeError, match="either recipe"):
+        ensure_pretrained("hubert", recipe="spoken-v1", config=PretrainConfig())
+
+
+TINY_RECIPE = PretrainRecipe(
+    name="tiny-test",
+    description="a 2-step run of a 2-layer miniature, for tests",
+    model={"conv_dim": 16, "hidden_size": 32, "num_layers": 2},
+    common={"steps": 2, "batch_size": 4, "n_clusters": 6, "projection_dim": 16, "codevector_dim": 16,
+            "num_codevectors_per_group": 16, "num_negatives": 5},
+)
+
+
+@pytest.fixture
+def tiny_world(tmp_path, monkeypatch):
+    """A private cache, an empty committed-weights folder, a tone corpus and the tiny recipe."""
+    monkeypatch.setenv("CONVEXLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(pretrain_module, "COMMITTED_WEIGHTS", tmp_path / "weights")
+    monkeypatch.setattr(pretrain_module, "pretraining_waveforms", lambda config: tone_clips(8))
+    monkeypatch.setitem(recipes.RECIPES, TINY_RECIPE.name, TINY_RECIPE)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield tmp_path
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("family", ["hubert", "wav2vec2"])
+def test_committed_copy_is_served_without_training(tiny_world, monkeypatch, family):
+    trained = ensure_pretrained(family, recipe="tiny-test", progress=False)
+    assert trained.is_relative_to(tiny_world / "cache")
+    committed = export_pretrained(trained, tiny_world / "weights", recipe="tiny-test")
+    assert committed.name == trained.name
+    assert sorted(p.name for p in committed.iterdir()) == [
+        "config.json", "model.safetensors", "provenance.json", "training_log.json"]
+    provenance = json.loads((committed / "provenance.json").read_text())
+    assert provenance["recipe"] == "tiny-test" and provenance["seed"] == 0 and provenance["family"] == family
+    assert provenance["command"] == (f"python -m convexlab pretrain --recipe tiny-test --family {family} --seed 0 "
+                                     "--threads 1 --export")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained although a committed copy exists")
+
+    monkeypatch.setattr(pretrain_module, "pretrain", no_training)
+    for folder in (tiny_world / "cache").rglob(trained.name):
+        for file in folder.iterdir():
+            file.unlink()
+        folder.rmdir()
+    assert ensure_pretrained(family, recipe="tiny-test") == committed
+    config, model_config = recipe_configs("tiny-test", family)
+    assert committed_pretrained(family, config=config, model_config=model_config) == committed
+    # another seed, or any changed field, is another model: never answered by the committed copy
+    assert committed_pretrained(family, seed=1, config=config, model_config=model_config) is None
+    assert committed_pretrained(family, config=config.replace(steps=3), model_config=model_config) is None
+    with pytest.raises(AssertionError, match="committed copy"):
+        ensure_pretrained(family, seed=1, recipe="tiny-test")
+
+
+def test_export_checks_its_input(tiny_world):
+    trained = ensure_pretrained("hubert", recipe="tiny-test", progress=False)
+    with pytest.raises(ValueError, match="not made by recipe 'spoken-v1'"):
+        export_pretrained(trained, tiny_world / "weights", recipe="spoken-v1")
+    (trained / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        export_pretrained(trained, tiny_world / "weights", recipe="tiny-test")
+    assert not (tiny_world / "weights").exists() or not any((tiny_world / "weights").iterdir())
+
+
+def test_pretrain_command_exports(tiny_world, capsys):
+    assert main(["pretrain", "--recipe", "tiny-test", "--family", "wavlm", "--threads", "1",
+                 "--export", str(tiny_world / "exported")]) == 0
+    (folder,) = (tiny_world / "exported").iterdir()
+    assert folder.name.startswith("wavlm-") and (folder / "provenance.json").is_file()
+    assert str(folder) in capsys.readouterr().out
+
+
+def _committed_folders() -> list:
+    return sorted(p for p in COMMITTED_WEIGHTS.iterdir() if p.is_dir()) if COMMITTED_WEIGHTS.is_dir() else []
+
+
+def test_committed_weights_are_the_current_recipe():
+    """The committed folders are exactly spoken-v1's seed-0 models under today's keys: a changed
+    recipe, objective version, corpus generator or espeak-ng leaves them behind, and this fails."""
+    expected = {pretrained_path(f, seed=0, config=recipe_configs(COMMITTED_RECIPE, f)[0],
+                                model_config=recipe_configs(COMMITTED_RECIPE, f)[1]).name for f in FAMILIES}
+    assert {p.name for p in _committed_folders()} == expected
+    assert sum(f.stat().st_size for p in _committed_folders() for f in p.glob("*.safetensors")) <= WEIGHTS_LIMIT_BYTES
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_committed_weights_load_and_match_their_config(family):
+    config, model_config = recipe_configs(COMMITTED_RECIPE, family)
+    folder = committed_pretrained(family, seed=0, config=config, model_config=model_config)
+    assert folder is not None, f"no committed mini-{family} of {COMMITTED_RECIPE}; run its provenance command"
+    provenance = json.loads((folder / "provenance.json").read_text())
+    log = json.loads((folder / "training_log.json").read_text())
+    assert (provenance["recipe"], provenance["family"], provenance["seed"]) == (COMMITTED_RECIPE, family, 0)
+    assert log["config"] == dataclasses.asdict(config) and len(log["steps"]) == config.steps
+    assert ensure_pretrained(family, recipe=COMMITTED_RECIPE) == folder
+
+    model = AutoModel.from_pretrained(folder).eval()
+    loaded, wanted = (json.loads(json.dumps(c.to_dict())) for c in (model.config, model_config))  # tuples as lists
+    volatile = {"transformers_version", "_name_or_path", "architectures", "torch_dtype", "dtype"}
+    assert {k: v for k, v in loaded.items() if k not in volatile} == {k: v for k, v in wanted.items() if k not in volatile}
+    with torch.no_grad():
+        hidden = model(torch.from_numpy(tone_clips(2)), output_hidden_states=True).hidden_states
+    assert len(hidden) == model_config.num_hidden_layers + 1 and hidden[-1].shape == (2, 49, model_config.hidden_size)
+    assert all(torch.isfinite(h).all() for h in hidden)
+    # pretrained, not random: the weights differ from a fresh initialisation of the same config
+    torch.manual_seed(0)
+    fresh = AutoModel.from_config(model_config)
+    assert not torch.equal(model.encoder.layers[0].attention.q_proj.weight, fresh.encoder.layers[0].attention.q_proj.weight)
