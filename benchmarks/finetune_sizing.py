@@ -130,7 +130,8 @@ def one_run(model: str, task: str, profile, *, seed: int, seed_mode: str, reuse:
         run_profile, name, extra = profile.replace(seed=seed), model, {}
     else:  # keep the profile seed's pretrained miniature; vary the finetuning seed only
         run_profile, extra = profile, {"seed": seed}
-        name = str(ensure_pretrained(MINIATURE_NAMES[model], seed=profile.seed)) if model in MINIATURE_NAMES else model
+        name = (str(ensure_pretrained(MINIATURE_NAMES[model], seed=profile.seed, recipe=profile.pretrain_recipe))
+                if model in MINIATURE_NAMES else model)
     called_at = time.strftime("%Y-%m-%dT%H:%M:%S")
     wall0, cpu0 = time.perf_counter(), time.process_time()
     result = finetune_for_profile(name, task, run_profile, cache=reuse, progress=False, **extra)

@@ -367,7 +367,7 @@ def prepare_profile(profile: str = "lite", *, parameters: dict[str, Any] | None 
         for family, spec in FAMILIES.items():
             if spec.miniature_name in prof.models:
                 print(f"[prepare] pretrained miniature {family!r} ...", flush=True)
-                ensure_pretrained(family, seed=prof.seed)
+                ensure_pretrained(family, seed=prof.seed, recipe=prof.pretrain_recipe)
     return time.perf_counter() - start
 
 

@@ -295,7 +295,8 @@ def layer_embeddings(
     batch_size = batch_size or profile.batch_size
     seed = profile.seed if seed is None else seed
     with distributed.main_process_first(device):  # a miniature is pretrained and cached once, by rank 0
-        model = load_model(model_name, pretrained=pretrained, device="cpu", dtype=dtype, seed=seed)
+        model = load_model(model_name, pretrained=pretrained, device="cpu", dtype=dtype, seed=seed,
+                           recipe=profile.pretrain_recipe)
     result = extract_layers(model, dataset, batch_size=batch_size, device=device, dtype=dtype, cache=True,
                             progress=progress, model_id=model_name)
     result.meta.update(pretrained=pretrained, seed=seed, profile=profile.name)

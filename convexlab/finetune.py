@@ -229,6 +229,7 @@ _PROFILE_ARGUMENTS = {
     "finetune_spec_augment": "spec_augment",
     "seed": "seed",
     "device": "device",
+    "pretrain_recipe": "recipe",
 }
 FINETUNE_FIELDS = tuple(_PROFILE_ARGUMENTS)
 
@@ -346,6 +347,7 @@ def finetune(
     seed: int = 0,
     device: str = "cpu",
     pretrained: bool = True,
+    recipe: str | None = None,
     spec_augment: bool = True,
     mixed_precision: str | None = None,
     train_split: str = "train",
@@ -368,7 +370,8 @@ def finetune(
     the same key is returned at once and an interrupted one resumes from its last checkpoint;
     ``keep_checkpoints=False`` deletes them once the run has finished (the final model is kept).
     ``head_learning_rate`` (default: ``learning_rate``) is the new head's learning rate;
-    ``spec_augment`` keeps the model's SpecAugment time masking on while training (HF's default).
+    ``recipe``: a miniature's pretraining recipe (:func:`convexlab.models.load_model`; part of the
+    starting weights' key). ``spec_augment`` keeps the model's SpecAugment time masking on while training (HF's default).
     ``callbacks``: extra ``TrainerCallback``s (not part of the cache key: they must not change
     the result).
     """
@@ -397,7 +400,7 @@ def finetune(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, head_learning_rate=head_learning_rate,
         weight_decay=weight_decay, warmup_ratio=warmup_ratio, seed=seed, mixed_precision=mixed_precision,
         train_split=train_split, eval_split=eval_split, pretrained=pretrained, spec_augment=spec_augment)
-    weights = model_key(str(model_name), pretrained=pretrained, seed=seed)
+    weights = model_key(str(model_name), pretrained=pretrained, seed=seed, recipe=recipe)
     key = _run_key(model=weights, dataset=dataset.content_hash(), task=task, num_layers=num_layers,
                    hyperparameters=hyperparameters, device=device)
     run_dir = Path(output_dir) if output_dir is not None else cache_path("runs", f"{_run_name(model_name, task, num_layers)}-{key}")
@@ -408,7 +411,7 @@ def finetune(
 
     with distributed.main_process_first(device):  # a miniature is pretrained and cached once, by rank 0
         model = load_model(str(model_name), task=task, num_labels=len(label_names), label_names=label_names,
-                           pretrained=pretrained, seed=seed, device="cpu")
+                           pretrained=pretrained, seed=seed, recipe=recipe, device="cpu")
     n_layers_full = num_transformer_layers(model)
     if num_layers is not None:
         prune(model, num_layers)
@@ -595,7 +598,7 @@ def finetune_for_profile(model_name: str, task: str, profile, *, num_layers: int
                          **overrides: Any) -> FinetuneResult:
     """:func:`finetune` with the data, sizes and hyper-parameters of a :class:`convexlab.Profile`
     (``finetune_epochs``, ``finetune_batch_size``, ``learning_rate``, ``finetune_head_learning_rate``,
-    ``finetune_spec_augment``, ``max_train_per_class``, ``seed``, ``device``); ``overrides`` are passed on to :func:`finetune`. Cached like it."""
+    ``finetune_spec_augment``, ``max_train_per_class``, ``seed``, ``device``, ``pretrain_recipe``); ``overrides`` are passed on to :func:`finetune`. Cached like it."""
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     kwargs = profile_arguments(profile) | overrides
     return finetune(model_name, training_dataset(task, profile), num_layers=num_layers, **kwargs)
@@ -614,7 +617,7 @@ def finetune_run_key(model_name: str, task: str, profile, *, num_layers: int | N
                 if p.default is not inspect.Parameter.empty}
     kwargs = defaults | profile_arguments(profile) | overrides
     hyperparameters = _hyperparameters(**{name: kwargs[name] for name in inspect.signature(_hyperparameters).parameters})
-    weights = model_key(str(model_name), pretrained=kwargs["pretrained"], seed=kwargs["seed"])
+    weights = model_key(str(model_name), pretrained=kwargs["pretrained"], seed=kwargs["seed"], recipe=kwargs["recipe"])
     dataset = training_dataset(task, profile)
     return _run_key(model=weights, dataset=dataset.content_hash(), task=_check_task(task), num_layers=num_layers,
                     hyperparameters=hyperparameters, device=kwargs["device"])

@@ -38,6 +38,7 @@ from transformers import (
 
 from convexlab._progress import transformers_bars
 from convexlab.cache import file_digest, stable_hash, stage_key
+from convexlab.recipes import recipe_spec
 from convexlab.families import (
     FAMILIES,
     FAMILY_CONFIG_KEY,
@@ -60,6 +61,7 @@ __all__ = [
     "CheckpointUnavailableError",
     "base_config",
     "miniature_config",
+    "recipe_miniature_config",
     "family_of",
     "family_or_name",
     "TASKS",
@@ -257,6 +259,7 @@ def load_model(
     seed: int = 0,
     label_names: Sequence[str] | None = None,
     revision: str | None = None,
+    recipe: str | None = None,
 ) -> PreTrainedModel:
     """Load a model in eval mode with layerdrop 0.
 
@@ -267,7 +270,9 @@ def load_model(
     Miniatures: ``pretrained=True`` loads the self-supervised miniature from
     :func:`convexlab.pretrain.ensure_pretrained`; ``pretrained=False`` builds random weights from
     ``seed`` (the same seed gives the same weights, and ``num_layers=L`` gives exactly the first L
-    layers of the full random model). Hub checkpoints honour ``HF_HUB_OFFLINE``; one that cannot be
+    layers of the full random model). ``recipe`` names the miniature's pretraining recipe
+    (:mod:`convexlab.recipes`; None: ``PretrainConfig``'s defaults, as ``"synthetic-v1"``), which also
+    sets its size, random weights included; other models ignore it. Hub checkpoints honour ``HF_HUB_OFFLINE``; one that cannot be
     found raises :class:`CheckpointUnavailableError` saying how to provide it.
     """
     dtype = torch_dtype(dtype)
@@ -275,11 +280,11 @@ def load_model(
     name = str(name_or_path)
     if name in MINIATURE_NAMES:
         family = MINIATURE_NAMES[name]
-        config = miniature_config(family)
+        config = recipe_miniature_config(family, recipe)
         overrides = _config_overrides(
             config.num_hidden_layers, num_layers=num_layers, task=task, num_labels=num_labels, label_names=label_names
         )
-        folder = _pretrained_miniature(family, seed=seed) if pretrained else None
+        folder = _pretrained_miniature(family, seed=seed, recipe=recipe) if pretrained else None
         if folder is None:
             model = _random_model(model_class, config, overrides, seed=seed)
             model.config._name_or_path = name
@@ -301,7 +306,7 @@ MODEL_KEY_VERSION = 1  # bump when model_key's recipe changes
 
 
 def model_key(name_or_path: str | os.PathLike, *, pretrained: bool = True, seed: int = 0,
-              revision: str | None = None) -> str:
+              revision: str | None = None, recipe: str | None = None) -> str:
     """The key of the weights :func:`load_model` would give for these arguments, without building the model.
 
     What the model computes, not what it is called: a miniature's key is its pretraining folder's
@@ -311,16 +316,21 @@ def model_key(name_or_path: str | os.PathLike, *, pretrained: bool = True, seed:
     of every weight file (:func:`convexlab.cache.file_digest`, memoised by path, size and mtime).
     A hub id with no local snapshot is keyed by its id and revision (it is downloaded on load; the
     next key then digests the files). ``pretrained=False`` (random weights from the checkpoint's
-    config) keys on the config and ``seed``.
+    config) keys on the config and ``seed``. ``recipe``: a miniature's pretraining recipe, as in
+    :func:`load_model`.
     """
     name = str(name_or_path)
     if name in MINIATURE_NAMES:
         family = MINIATURE_NAMES[name]
         if pretrained:
-            from convexlab.pretrain import pretrained_path  # here, not at the top: pretrain imports this module (cycle)
+            # here, not at the top: pretrain imports this module (cycle)
+            from convexlab.pretrain import pretrained_path, recipe_configs
 
-            return stage_key("model", MODEL_KEY_VERSION, inputs={"pretrained": pretrained_path(family, seed=seed).name})
-        config = {k: v for k, v in miniature_config(family).to_dict().items() if k not in VOLATILE_CONFIG_KEYS}
+            configs = dict(zip(("config", "model_config"), recipe_configs(recipe, family))) if recipe else {}
+            return stage_key("model", MODEL_KEY_VERSION,
+                             inputs={"pretrained": pretrained_path(family, seed=seed, **configs).name})
+        config = {k: v for k, v in recipe_miniature_config(family, recipe).to_dict().items()
+                  if k not in VOLATILE_CONFIG_KEYS}
         return stage_key("model", MODEL_KEY_VERSION, params={"random_config": config, "seed": seed})
     folder = _model_folder(name, revision)
     if folder is None:
@@ -359,10 +369,15 @@ def _config_file_digest(path: Path) -> str:
     return stable_hash({k: v for k, v in config.items() if k not in VOLATILE_CONFIG_KEYS}, length=32)
 
 
-def _pretrained_miniature(family: str, *, seed: int) -> Path:
+def _pretrained_miniature(family: str, *, seed: int, recipe: str | None) -> Path:
     from convexlab.pretrain import ensure_pretrained  # here, not at the top: pretrain imports this module (cycle)
 
-    return Path(ensure_pretrained(family, seed=seed))
+    return Path(ensure_pretrained(family, seed=seed, recipe=recipe))
+
+
+def recipe_miniature_config(family: str, recipe: str | None) -> PretrainedConfig:
+    """The miniature of ``family`` at the size of pretraining ``recipe`` (None: the default size)."""
+    return miniature_config(family, **(recipe_spec(recipe).model if recipe else {}))
 
 
 def _random_model(model_class, config: PretrainedConfig, overrides: dict, *, seed: int) -> PreTrainedModel:

@@ -44,8 +44,10 @@ def fixed_inputs(monkeypatch):
             return "dataset-digest"
 
     monkeypatch.setattr(finetune, "training_dataset", lambda task, profile: _Data())
-    monkeypatch.setattr(finetune, "model_key", lambda name, *, pretrained=True, seed=0: f"model-key-{pretrained}")
-    monkeypatch.setattr("convexlab.models.model_key", lambda name, *, pretrained=True, seed=0: "model-key")
+    monkeypatch.setattr(finetune, "model_key", lambda name, *, pretrained=True, seed=0, recipe=None:
+                        f"model-key-{pretrained}-{recipe}")
+    monkeypatch.setattr("convexlab.models.model_key", lambda name, *, pretrained=True, seed=0, recipe=None:
+                        f"model-key-{recipe}")
 
 
 def _finetune_key(profile):
