@@ -40,10 +40,11 @@ from convexlab.families import TASKS
 from convexlab.finetune import finetune_for_profile, finetune_run_key, finetuned_layer_embeddings
 from convexlab.models import family_or_name, load_model
 from convexlab.profiles import Profile, get_profile
+from convexlab.recipes import recipe_spec
 from convexlab.reported import paper_best_layers, paper_table
 from convexlab.tables import (
     best_layers, comparison_row, convexity_change, cut_rule_summary, depth_cost_split, example_clips,
-    projection_layers, pruning_vs_paper,
+    layer_structure_table, projection_layers, pruning_vs_paper,
 )
 from convexlab.timing import compare_depths
 
@@ -52,6 +53,8 @@ __all__ = [
     "STAGES",
     "CONVEXITY_FIELDS",
     "as_profile",
+    "corpus_description",
+    "world_description",
     "analysis_dataset",
     "concept_labels",
     "model_embeddings",
@@ -59,6 +62,7 @@ __all__ = [
     "convexity_by_layer",
     "all_models_convexity",
     "best_layers",
+    "layer_structure_table",
     "choose_layer",
     "before_after_convexity",
     "pruning_results",
@@ -90,6 +94,39 @@ _CONVEXITY_COLUMNS = ["model", "family", "task", "concept", "stage", "layer", "s
 def as_profile(profile: Profile | str) -> Profile:
     """A :class:`Profile` from a profile or a preset name ("lite", "paper", "large")."""
     return profile if isinstance(profile, Profile) else get_profile(profile)
+
+
+_CORPUS_NAMES = {
+    "synthetic": "a synthetic corpus of word-like sounds",
+    "spoken": "spoken words by espeak-ng",
+    "speech_commands": "Speech Commands v0.02",
+}
+
+
+def corpus_description(profile: Profile | str) -> str:
+    """The profile's corpus in words; a generated one with its words x speakers x repetitions."""
+    profile = as_profile(profile)
+    corpus = _CORPUS_NAMES.get(profile.corpus, profile.corpus)
+    if profile.corpus in ("synthetic", "spoken"):
+        corpus += f" ({profile.n_words} words x {profile.n_speakers} speakers x {profile.n_repetitions} repetitions)"
+    return corpus
+
+
+def world_description(profile: Profile | str) -> str:
+    """One sentence on what a profile runs on: its corpus and, for miniatures, their size and recipe.
+
+    The corpus as :func:`corpus_description`; miniatures their layers and width
+    (:func:`convexlab.models.recipe_miniature_config` of ``profile.pretrain_recipe``) and the
+    recipe's description, so a chapter's prose about "the miniatures" never goes out of date.
+    """
+    profile = as_profile(profile)
+    corpus = corpus_description(profile)
+    if not profile.miniature:
+        return f"{corpus}; checkpoints {', '.join(profile.models)}"
+    config = models.recipe_miniature_config("hubert", profile.pretrain_recipe)
+    recipe = recipe_spec(profile.pretrain_recipe)
+    return (f"{corpus}; miniature models of {config.num_hidden_layers} layers x width {config.hidden_size}, "
+            f"pretrained with recipe {recipe.name!r} ({recipe.description})")
 
 
 def _check_concept(concept: str) -> str:
@@ -191,10 +228,11 @@ def model_embeddings(model_name: str, dataset: Any, profile: Profile | str, *, s
 
 
 # What a convexity table reads of the profile besides its inputs: the clips per class of the
-# analysis set, the graph and bootstrap settings, the seed, and the dtype the embeddings are
+# analysis set, the graph and bootstrap settings, the seed and the pretraining recipe (which also
+# choose the weights), and the dtype the embeddings are
 # extracted in. (device and batch_size only say where and in what chunks the same numbers are
 # computed, and the extraction's own key leaves them out too.)
-CONVEXITY_FIELDS = ("n_per_class", "n_neighbors", "max_pairs", "n_bootstrap", "seed", "dtype")
+CONVEXITY_FIELDS = ("n_per_class", "n_neighbors", "max_pairs", "n_bootstrap", "seed", "dtype", "pretrain_recipe")
 
 
 def _convexity_key(*, model: str, dataset: str, task: str, concept: str, stage: str, profile: Profile) -> str:
@@ -209,7 +247,7 @@ def _weights_key(model_name: str, task: str, stage: str, profile: Profile) -> st
     """The key of the weights a table measures: the model's own, or its finetuning run's for ``task``."""
     if stage == "finetuned":
         return finetune_run_key(model_name, task, profile)
-    return models.model_key(model_name, seed=profile.seed)
+    return models.model_key(model_name, seed=profile.seed, recipe=profile.pretrain_recipe)
 
 
 def convexity_by_layer(
@@ -328,7 +366,7 @@ def inference_by_depth(
     """
     profile = as_profile(profile)
     batch_size = batch_size or profile.timing_batch_size
-    full = load_model(model_name, device=profile.device, seed=profile.seed)
+    full = load_model(model_name, device=profile.device, seed=profile.seed, recipe=profile.pretrain_recipe)
     timings = compare_depths(full, depths, batch_size=batch_size, n_repeats=n_repeats or profile.timing_repeats,
                              rounds=rounds, device=profile.device, dtype=profile.dtype, seed=profile.seed)
     rows = []

@@ -14,13 +14,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from convexlab.convexity import best_layer
+from convexlab.convexity import best_layer, layer_structure
+from convexlab.families import TASKS
 from convexlab.profiles import Profile, get_profile
 from convexlab.reported import paper_table
 from convexlab.timing import split_cost
 
 __all__ = [
     "best_layers",
+    "layer_structure_table",
     "convexity_change",
     "comparison_row",
     "pruning_vs_paper",
@@ -53,6 +55,27 @@ def best_layers(table: pd.DataFrame) -> pd.DataFrame:
                      "score": float(best["score"]), "ci_low": float(best.get("ci_low", np.nan)),
                      "ci_high": float(best.get("ci_high", np.nan)), "p_best": float(best.get("p_best", np.nan)),
                      "relative_depth": int(best["layer"]) / n_layers if n_layers else np.nan})
+    return pd.DataFrame(rows)
+
+
+def layer_structure_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The paper's layer structure tested per model (:func:`convexlab.convexity.layer_structure`).
+
+    ``table``: a :func:`convexlab.pipeline.all_models_convexity` table with bootstrap intervals,
+    both concepts (``task`` "word" and "speaker") for each model and stage. One row per model and
+    stage; columns: model, stage (when present), n_layers, speaker_peak, word_peak, speakers_early,
+    words_inside, words_above_input, holds.
+    """
+    keys = [k for k in ("model", "stage") if k in table.columns]
+    rows = []
+    for values, curves in table.groupby(keys, sort=False):
+        by_task = {task: curve.sort_values("layer") for task, curve in curves.groupby("task")}
+        missing = set(TASKS) - set(by_task)
+        if missing:
+            raise ValueError(f"Model {values!r} has no {sorted(missing)} curve: the layer structure needs both tasks.")
+        verdict = layer_structure(by_task["word"], by_task["speaker"])
+        rows.append({**dict(zip(keys, values if isinstance(values, tuple) else (values,))),
+                     **dataclasses.asdict(verdict)})
     return pd.DataFrame(rows)
 
 

@@ -66,10 +66,11 @@ def test_pipeline_re_exports_the_tables_and_the_reported_numbers():
 
 
 def test_tables_and_reported_run_nothing():
-    """The reshaping module imports no module that loads models or data; reported imports no convexlab."""
+    """The reshaping module imports no module that loads models or data (families is pure data);
+    reported imports no convexlab."""
     import ast
 
-    for module, allowed in ((tables, {"convexity", "profiles", "reported", "timing"}), (reported, set())):
+    for module, allowed in ((tables, {"convexity", "families", "profiles", "reported", "timing"}), (reported, set())):
         tree = ast.parse(Path(module.__file__).read_text())
         imported = {node.module.split(".")[1] for node in ast.walk(tree)
                     if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("convexlab.")}
@@ -99,6 +100,31 @@ def test_best_layers_carries_the_best_layers_interval():
     best = pipeline.best_layers(curve).iloc[0]
     assert best["best_layer"] == 1
     assert (best["ci_low"], best["ci_high"]) == (pytest.approx(0.6), pytest.approx(0.8))
+
+
+def _with_interval(curve: pd.DataFrame, half_width: float = 0.02) -> pd.DataFrame:
+    return curve.assign(ci_low=curve["score"] - half_width, ci_high=curve["score"] + half_width)
+
+
+def test_layer_structure_table_applies_the_fixed_test_per_model():
+    paper_like = [_with_interval(_curve("a", "word", [0.20, 0.25, 0.30, 0.40, 0.35, 0.30, 0.22])),
+                  _with_interval(_curve("a", "speaker", [0.50, 0.55, 0.45, 0.40, 0.35, 0.30, 0.30]))]
+    # words peak at the input: the structure does not hold, whatever the speakers do
+    flat_words = [_with_interval(_curve("b", "word", [0.40, 0.39, 0.38, 0.37, 0.36, 0.35, 0.34])),
+                  _with_interval(_curve("b", "speaker", [0.50, 0.55, 0.45, 0.40, 0.35, 0.30, 0.30]))]
+    # a word peak inside the stack but within layer 0's interval does not count
+    small_peak = [_with_interval(_curve("c", "word", [0.30, 0.31, 0.30, 0.29, 0.28, 0.27, 0.26])),
+                  _with_interval(_curve("c", "speaker", [0.30, 0.31, 0.32, 0.60, 0.35, 0.30, 0.30]))]
+    structure = pipeline.layer_structure_table(pd.concat(paper_like + flat_words + small_peak)).set_index("model")
+    assert structure.loc["a", ["speaker_peak", "word_peak", "n_layers"]].tolist() == [1, 3, 6]
+    assert structure["holds"].tolist() == [True, False, False]
+    assert not structure.loc["b", "words_inside"] and structure.loc["b", "speakers_early"]
+    assert structure.loc["c", "words_inside"] and not structure.loc["c", "words_above_input"]
+    assert not structure.loc["c", "speakers_early"]  # speakers peak at layer 3 > 6 / 3
+    with pytest.raises(ValueError, match="speaker"):
+        pipeline.layer_structure_table(paper_like[0])
+    with pytest.raises(ValueError, match="bootstrap"):
+        pipeline.layer_structure_table(pd.concat([_curve("d", "word", [0.1, 0.2]), _curve("d", "speaker", [0.2, 0.1])]))
 
 
 def test_convexity_change_compares_the_last_layers_and_the_best_layers():

@@ -198,3 +198,81 @@ def test_committed_weights_load_and_match_their_config(family):
     torch.manual_seed(0)
     fresh = AutoModel.from_config(model_config)
     assert not torch.equal(model.encoder.layers[0].attention.q_proj.weight, fresh.encoder.layers[0].attention.q_proj.weight)
+
+
+# --- the recipe threads from the profile to every key and load -------------------------------------
+
+
+def test_recipe_is_part_of_the_model_key():
+    from convexlab.models import model_key
+
+    for pretrained in (True, False):
+        default = model_key("mini-hubert", pretrained=pretrained)
+        assert model_key("mini-hubert", pretrained=pretrained, recipe="synthetic-v1") == default
+        assert model_key("mini-hubert", pretrained=pretrained, recipe="spoken-v1") != default
+
+
+def test_random_miniature_has_the_recipe_size():
+    from convexlab.models import load_model
+
+    default = load_model("mini-wavlm", pretrained=False)
+    spoken = load_model("mini-wavlm", pretrained=False, recipe="spoken-v1")
+    _, spoken_config = recipe_configs("spoken-v1", "wavlm")
+    assert default.config.num_hidden_layers == miniature_config("wavlm").num_hidden_layers
+    assert spoken.config.num_hidden_layers == spoken_config.num_hidden_layers == 12
+    assert spoken.config.hidden_size == spoken_config.hidden_size == 96
+    # the same seed gives the same random weights under one recipe
+    again = load_model("mini-wavlm", pretrained=False, recipe="spoken-v1")
+    first = next(iter(spoken.state_dict().values()))
+    assert torch.equal(first, next(iter(again.state_dict().values())))
+
+
+def test_profile_recipe_reaches_finetuning_and_its_key():
+    from convexlab.finetune import finetune_run_key, profile_arguments
+    from convexlab.profiles import get_profile
+
+    lite = get_profile("lite")
+    assert profile_arguments(lite)["recipe"] == lite.pretrain_recipe
+    other = "spoken-v1" if lite.pretrain_recipe != "spoken-v1" else "synthetic-v1"
+    changed = lite.replace(pretrain_recipe=other)
+    assert profile_arguments(changed)["recipe"] == other
+    key = finetune_run_key("mini-hubert", "word", lite)
+    assert finetune_run_key("mini-hubert", "word", changed) != key
+    assert finetune_run_key("mini-hubert", "word", lite) == key  # deterministic
+
+
+def test_every_profile_names_a_known_recipe():
+    from convexlab.profiles import PROFILES
+
+    for profile in PROFILES.values():
+        assert recipe_spec(profile.pretrain_recipe).name == profile.pretrain_recipe
+
+
+def test_lite_spoken_is_lite_in_the_spoken_v1_world():
+    """lite-spoken changes only the world (the recipe's analysis corpus and the recipe) and the
+    finetuning learning rate; its seed is the one whose weights are committed, so it never pretrains."""
+    from convexlab.profiles import get_profile
+
+    lite, spoken = get_profile("lite"), get_profile("lite-spoken")
+    spec = recipe_spec(spoken.pretrain_recipe)
+    assert spoken.pretrain_recipe == COMMITTED_RECIPE
+    assert {k: getattr(spoken, k) for k in spec.analysis} == spec.analysis
+    changed = {k for k, v in spoken.to_dict().items() if lite.to_dict()[k] != v}
+    assert {"name", "corpus", "pretrain_recipe"} <= changed <= {"name", "pretrain_recipe", "learning_rate"} | set(spec.analysis)
+    for family in FAMILIES:
+        config, model_config = recipe_configs(spoken.pretrain_recipe, family)
+        assert committed_pretrained(family, seed=spoken.seed, config=config, model_config=model_config) is not None
+
+
+def test_world_description_follows_the_profile():
+    from convexlab import pipeline
+    from convexlab.profiles import get_profile
+
+    lite = pipeline.world_description("lite")
+    assert "synthetic" in lite and f"{miniature_config('hubert').num_hidden_layers} layers" in lite
+    spoken = pipeline.world_description("lite-spoken")
+    assert "espeak-ng" in spoken and "12 layers x width 96" in spoken and "'spoken-v1'" in spoken
+    assert "35 words x 24 speakers x 3 repetitions" in pipeline.corpus_description("lite-spoken")
+    paper = pipeline.world_description("paper")
+    assert paper.startswith("Speech Commands v0.02") and "facebook/wav2vec2-base" in paper
+    assert "7 words" in pipeline.corpus_description(get_profile("lite", n_words=7))
