@@ -326,9 +326,9 @@ def model_key(name_or_path: str | os.PathLike, *, pretrained: bool = True, seed:
             # here, not at the top: pretrain imports this module (cycle)
             from convexlab.pretrain import pretrained_path, recipe_configs
 
-            configs = dict(zip(("config", "model_config"), recipe_configs(recipe, family))) if recipe else {}
-            return stage_key("model", MODEL_KEY_VERSION,
-                             inputs={"pretrained": pretrained_path(family, seed=seed, **configs).name})
+            config, model_config = recipe_configs(recipe, family) if recipe else (None, None)
+            folder = pretrained_path(family, seed=seed, config=config, model_config=model_config)
+            return stage_key("model", MODEL_KEY_VERSION, inputs={"pretrained": folder.name})
         config = {k: v for k, v in recipe_miniature_config(family, recipe).to_dict().items()
                   if k not in VOLATILE_CONFIG_KEYS}
         return stage_key("model", MODEL_KEY_VERSION, params={"random_config": config, "seed": seed})

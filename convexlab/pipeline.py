@@ -123,7 +123,7 @@ def world_description(profile: Profile | str) -> str:
     corpus = corpus_description(profile)
     if not profile.miniature:
         return f"{corpus}; checkpoints {', '.join(profile.models)}"
-    config = models.recipe_miniature_config("hubert", profile.pretrain_recipe)
+    config = models.recipe_miniature_config("hubert", profile.pretrain_recipe)  # a recipe sizes every family alike
     recipe = recipe_spec(profile.pretrain_recipe)
     return (f"{corpus}; miniature models of {config.num_hidden_layers} layers x width {config.hidden_size}, "
             f"pretrained with recipe {recipe.name!r} ({recipe.description})")

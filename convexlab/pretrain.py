@@ -52,7 +52,7 @@ from convexlab.objectives import (
 )
 from convexlab import spoken, synth
 from convexlab.data import word_task
-from convexlab.models import miniature_config
+from convexlab.models import miniature_config, recipe_miniature_config
 from convexlab.recipes import recipe_spec
 from convexlab.spoken import spoken_corpus
 from convexlab.synth import synthetic_corpus
@@ -410,7 +410,7 @@ def recipe_configs(recipe: str, family: str) -> tuple[PretrainConfig, Pretrained
     family = _family_name(family)
     spec = recipe_spec(recipe)
     config = PretrainConfig().replace(**spec.common, **spec.families.get(family, {}))
-    return config, miniature_config(family, **spec.model)
+    return config, recipe_miniature_config(family, recipe)
 
 
 # pretrained miniatures shipped with the package (recipes too slow for a cold `make book`); each

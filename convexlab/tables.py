@@ -74,8 +74,7 @@ def layer_structure_table(table: pd.DataFrame) -> pd.DataFrame:
         if missing:
             raise ValueError(f"Model {values!r} has no {sorted(missing)} curve: the layer structure needs both tasks.")
         verdict = layer_structure(by_task["word"], by_task["speaker"])
-        rows.append({**dict(zip(keys, values if isinstance(values, tuple) else (values,))),
-                     **dataclasses.asdict(verdict)})
+        rows.append({**dict(zip(keys, values)), **dataclasses.asdict(verdict)})
     return pd.DataFrame(rows)
 
 
