@@ -51,6 +51,23 @@ RECIPES: dict[str, PretrainRecipe] = {
         },
         analysis={"corpus": "spoken", "n_words": 35, "n_speakers": 24, "n_repetitions": 3},
     ),
+    # spoken-v1 with a narrower transformer (width 96 -> 64), registered before any run of it:
+    # at width 64 the speaker curve peaked early and fell in every 6-layer run (C-K), at 96-128
+    # it was a plateau or climbed (docs/offline-world.md, "Session of 2026-12-04")
+    "spoken-v2": PretrainRecipe(
+        name="spoken-v2",
+        description=("spoken-v1 on a narrower transformer: 12 layers x 64 on a 64-channel encoder, "
+                     "the same corpus, targets and steps per family"),
+        model={"conv_dim": 64, "hidden_size": 64, "num_layers": 12},
+        common={"corpus": "spoken", "n_words": 35, "n_speakers": 60, "n_repetitions": 2, "target_silence_db": 30.0},
+        families={
+            "wav2vec2": {"steps": 6000},
+            "ccc-wav2vec2": {"steps": 6000},
+            "hubert": {"steps": 3000, "target_normalisation": "utterance"},
+            "wavlm": {"steps": 3000, "target_normalisation": "utterance"},
+        },
+        analysis={"corpus": "spoken", "n_words": 35, "n_speakers": 24, "n_repetitions": 3},
+    ),
 }
 
 
