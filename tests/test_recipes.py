@@ -74,6 +74,27 @@ def test_spoken_v1_per_family():
     assert len(names) == len(FAMILIES)
 
 
+def _key(recipe: str, family: str) -> str:
+    config, model_config = recipe_configs(recipe, family)
+    return pretrained_path(family, config=config, model_config=model_config).name
+
+
+def test_spoken_v2_and_v3_change_one_lever_each():
+    """spoken-v2 is spoken-v1 at width 64; spoken-v3 adds the second iteration to the masked-prediction
+    families only, so its contrastive models are spoken-v1's, cache key for key (and committed weights)."""
+    for family in FAMILIES:
+        v1, v1_model = recipe_configs("spoken-v1", family)
+        v2, v2_model = recipe_configs("spoken-v2", family)
+        assert v2 == v1 and (v2_model.hidden_size, v2_model.intermediate_size, v2_model.num_hidden_layers) == (64, 192, 12)
+        assert _key("spoken-v2", family) != _key("spoken-v1", family)
+        v3, _ = recipe_configs("spoken-v3", family)
+        if family in ("hubert", "wavlm"):
+            assert v3 == v1.replace(iteration2_steps=3000) and v3.iteration2_clusters == 100
+            assert _key("spoken-v3", family) != _key("spoken-v1", family)
+        else:
+            assert v3 == v1 and _key("spoken-v3", family) == _key("spoken-v1", family)
+
+
 def test_miniature_overrides_resize_the_model():
     config = miniature_config("hubert", conv_dim=48, hidden_size=80, num_layers=3)
     assert list(config.conv_dim) == [48] * 7 and config.num_hidden_layers == 3
