@@ -114,3 +114,29 @@ def test_where_to_cut_prints_the_frontier_and_each_rule_against_the_oracle(monke
     assert len(oracle_rows) == 1 and oracle_rows[0][3] == "3"  # depth 3: within a point of 90 %
     assert rows["graph-convexity"][3:7] == ["3", "6", "3", "0"]  # depth, n_layers, oracle, from oracle
     assert rows["cka-redundancy"][6] == "-2" and rows["keep-all"][6] == "3"
+
+
+def test_pooling_diagnostic_splits_the_clip_mean_into_speech_and_background():
+    """The all-frame mean is the frame-weighted mix of the speech and background means, per clip."""
+    import numpy as np
+    import torch
+    from transformers import AutoModel
+
+    from convexlab.models import miniature_config
+
+    diagnostic = _load("pooling_diagnostic")
+    torch.manual_seed(0)
+    model = AutoModel.from_config(miniature_config("hubert", num_layers=2)).eval()
+    rng = np.random.default_rng(0)
+    clips = (rng.standard_normal((3, 16000)) * 1e-4).astype(np.float32)  # quiet background
+    clips[:, 4000:8000] += np.sin(np.arange(4000) * 0.2).astype(np.float32)  # a loud quarter second
+    means, fraction = diagnostic.masked_means(model, clips, silence_db=30.0)
+    assert set(means) == {"all", "speech", "background"}
+    assert all(m.shape == (3, 3, model.config.hidden_size) for m in means.values())
+    assert 0.15 < fraction < 0.35
+    n_frames = int(model._get_feat_extract_output_lengths(torch.tensor(16000)))
+    speech = diagnostic.speech_frames(clips, n_frames=n_frames, silence_db=30.0)
+    share = speech.mean(1)[None, :, None]
+    np.testing.assert_allclose(means["all"], share * means["speech"] + (1 - share) * means["background"],
+                               rtol=1e-4, atol=1e-5)
+    assert not np.allclose(means["speech"], means["background"])
