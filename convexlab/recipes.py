@@ -14,7 +14,7 @@ measured or whose weights are committed is never edited: a changed recipe is a n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = ["PretrainRecipe", "RECIPES", "recipe_spec"]
@@ -30,60 +30,49 @@ class PretrainRecipe:
     analysis: dict[str, Any] = field(default_factory=dict)  # Profile fields of the analysis corpus it was measured on
 
 
+# docs/offline-world.md, runs WY (masked prediction, 3,000 steps) and WZ (contrastive, 6,000 steps)
+_SPOKEN_V1 = PretrainRecipe(
+    name="spoken-v1",
+    description=("spoken corpus (35 words, 60 speakers x 2), 12 layers x 96 on a 64-channel encoder, "
+                 "silent frames never predicted; 3,000 steps with per-utterance CMVN targets for masked "
+                 "prediction, 6,000 steps for the contrastive families"),
+    model={"conv_dim": 64, "hidden_size": 96, "num_layers": 12},
+    common={"corpus": "spoken", "n_words": 35, "n_speakers": 60, "n_repetitions": 2, "target_silence_db": 30.0},
+    families={
+        "wav2vec2": {"steps": 6000},
+        "ccc-wav2vec2": {"steps": 6000},
+        "hubert": {"steps": 3000, "target_normalisation": "utterance"},
+        "wavlm": {"steps": 3000, "target_normalisation": "utterance"},
+    },
+    analysis={"corpus": "spoken", "n_words": 35, "n_speakers": 24, "n_repetitions": 3},
+)
+
 RECIPES: dict[str, PretrainRecipe] = {
     "synthetic-v1": PretrainRecipe(
         name="synthetic-v1",
         description="the lite default: synthetic corpus, 6 layers x 64, 300 steps for every family",
     ),
-    # docs/offline-world.md, runs WY (masked prediction, 3,000 steps) and WZ (contrastive, 6,000 steps)
-    "spoken-v1": PretrainRecipe(
-        name="spoken-v1",
-        description=("spoken corpus (35 words, 60 speakers x 2), 12 layers x 96 on a 64-channel encoder, "
-                     "silent frames never predicted; 3,000 steps with per-utterance CMVN targets for masked "
-                     "prediction, 6,000 steps for the contrastive families"),
-        model={"conv_dim": 64, "hidden_size": 96, "num_layers": 12},
-        common={"corpus": "spoken", "n_words": 35, "n_speakers": 60, "n_repetitions": 2, "target_silence_db": 30.0},
-        families={
-            "wav2vec2": {"steps": 6000},
-            "ccc-wav2vec2": {"steps": 6000},
-            "hubert": {"steps": 3000, "target_normalisation": "utterance"},
-            "wavlm": {"steps": 3000, "target_normalisation": "utterance"},
-        },
-        analysis={"corpus": "spoken", "n_words": 35, "n_speakers": 24, "n_repetitions": 3},
-    ),
+    "spoken-v1": _SPOKEN_V1,
     # spoken-v1 with a narrower transformer (width 96 -> 64), registered before any run of it:
     # at width 64 the speaker curve peaked early and fell in every 6-layer run (C-K), at 96-128
     # it was a plateau or climbed (docs/offline-world.md, "Session of 2026-12-04")
-    "spoken-v2": PretrainRecipe(
+    "spoken-v2": replace(
+        _SPOKEN_V1,
         name="spoken-v2",
         description=("spoken-v1 on a narrower transformer: 12 layers x 64 on a 64-channel encoder, "
                      "the same corpus, targets and steps per family"),
-        model={"conv_dim": 64, "hidden_size": 64, "num_layers": 12},
-        common={"corpus": "spoken", "n_words": 35, "n_speakers": 60, "n_repetitions": 2, "target_silence_db": 30.0},
-        families={
-            "wav2vec2": {"steps": 6000},
-            "ccc-wav2vec2": {"steps": 6000},
-            "hubert": {"steps": 3000, "target_normalisation": "utterance"},
-            "wavlm": {"steps": 3000, "target_normalisation": "utterance"},
-        },
-        analysis={"corpus": "spoken", "n_words": 35, "n_speakers": 24, "n_repetitions": 3},
+        model={**_SPOKEN_V1.model, "hidden_size": 64},
     ),
     # spoken-v1 plus the second iteration for the masked-prediction families (a fresh model of the
     # same size predicts k-means ids of the first one's middle layer, as HuBERT and WavLM do),
     # registered before any run of it; the contrastive families are spoken-v1's, key for key
-    "spoken-v3": PretrainRecipe(
+    "spoken-v3": replace(
+        _SPOKEN_V1,
         name="spoken-v3",
         description=("spoken-v1 with a second iteration for HuBERT and WavLM: 3,000 more steps on k-means "
                      "(100 clusters) of the first model's layer 6; wav2vec2 and ccc-wav2vec2 as in spoken-v1"),
-        model={"conv_dim": 64, "hidden_size": 96, "num_layers": 12},
-        common={"corpus": "spoken", "n_words": 35, "n_speakers": 60, "n_repetitions": 2, "target_silence_db": 30.0},
-        families={
-            "wav2vec2": {"steps": 6000},
-            "ccc-wav2vec2": {"steps": 6000},
-            "hubert": {"steps": 3000, "target_normalisation": "utterance", "iteration2_steps": 3000},
-            "wavlm": {"steps": 3000, "target_normalisation": "utterance", "iteration2_steps": 3000},
-        },
-        analysis={"corpus": "spoken", "n_words": 35, "n_speakers": 24, "n_repetitions": 3},
+        families={family: {**fields, "iteration2_steps": 3000} if family in ("hubert", "wavlm") else fields
+                  for family, fields in _SPOKEN_V1.families.items()},
     ),
 }
 

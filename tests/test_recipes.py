@@ -59,6 +59,11 @@ def test_synthetic_v1_is_the_default_recipe():
         assert pretrained_path(family, config=config, model_config=model_config) == pretrained_path(family)
 
 
+def _key(recipe: str, family: str) -> str:
+    config, model_config = recipe_configs(recipe, family)
+    return pretrained_path(family, config=config, model_config=model_config).name
+
+
 def test_spoken_v1_per_family():
     for family, steps, normalisation in [("wav2vec2", 6000, "corpus"), ("ccc-wav2vec2", 6000, "corpus"),
                                          ("hubert", 3000, "utterance"), ("wavlm", 3000, "utterance")]:
@@ -69,14 +74,7 @@ def test_spoken_v1_per_family():
         assert model_config.num_hidden_layers == 12 and model_config.hidden_size == 96
         assert model_config.intermediate_size == 288 and list(model_config.conv_dim) == [64] * 7
     # the families' models differ, so each has its own cache folder
-    names = {pretrained_path(f, config=recipe_configs("spoken-v1", f)[0],
-                             model_config=recipe_configs("spoken-v1", f)[1]).name for f in FAMILIES}
-    assert len(names) == len(FAMILIES)
-
-
-def _key(recipe: str, family: str) -> str:
-    config, model_config = recipe_configs(recipe, family)
-    return pretrained_path(family, config=config, model_config=model_config).name
+    assert len({_key("spoken-v1", f) for f in FAMILIES}) == len(FAMILIES)
 
 
 def test_spoken_v2_and_v3_change_one_lever_each():
