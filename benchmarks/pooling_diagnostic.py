@@ -61,7 +61,7 @@ def main() -> None:
         for start in tqdm(range(0, len(dataset), 32), desc=f"hidden states of {name}", unit="batch"):
             clips = np.asarray(dataset.batch(range(start, min(start + 32, len(dataset)))), dtype=np.float32)
             means, fraction = masked_means(model, clips, silence_db=args.silence_db)
-            fractions.append(fraction)
+            fractions.append(fraction * len(clips))
             for pool in POOLS:
                 parts[pool].append(means[pool])
         table = {}
@@ -73,7 +73,7 @@ def main() -> None:
                                              n_bootstrap=profile.n_bootstrap, progress=False)["score"]
                 table[f"{concept}/{pool}"] = scores.to_numpy()
         table = pd.DataFrame(table).rename_axis("layer")
-        print(f"\n=== {name}: speech is {np.mean(fractions):.0%} of the frames")
+        print(f"\n=== {name}: speech is {sum(fractions) / len(dataset):.0%} of the frames")
         print(table.to_string(float_format=lambda v: f"{v:.3f}"))
         print("argmax per column:", {column: int(table[column].to_numpy().argmax()) for column in table})
 
