@@ -23,7 +23,7 @@ import soundfile as sf
 from convexlab.cache import cache_path, file_digest, stable_hash
 from convexlab.families import CLIP_SAMPLES, SAMPLE_RATE
 from convexlab.profiles import get_profile
-from convexlab.spoken import spoken_corpus
+from convexlab.spoken import DEFAULT_SPEAKING_RATE, spoken_corpus
 from convexlab.synth import synthetic_corpus
 
 
@@ -464,9 +464,15 @@ def corpus_root(profile) -> Path:
     if profile.corpus in generated:
         if profile.data_root is not None:
             return Path(profile.data_root).expanduser()
+        spoken_only = {}
+        if tuple(profile.speaking_rate) != DEFAULT_SPEAKING_RATE:
+            if profile.corpus != "spoken":
+                raise ValueError(f"Profile {profile.name!r} sets speaking_rate={profile.speaking_rate}, which only the "
+                                 "spoken corpus has; use corpus='spoken' or leave speaking_rate at its default")
+            spoken_only["speaking_rate"] = tuple(profile.speaking_rate)
         return generated[profile.corpus](
             n_words=profile.n_words, n_speakers=profile.n_speakers, n_repetitions=profile.n_repetitions,
-            seed=profile.seed,
+            seed=profile.seed, **spoken_only,
         )
     if profile.corpus == "speech_commands":
         return speech_commands_root(profile.data_root, download=profile.download)

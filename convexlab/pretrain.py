@@ -132,8 +132,13 @@ class PretrainConfig:
     n_repetitions: int = 4  # repetitions of each word by each speaker
     corpus_seed: int = 1_000_003  # generator seed, unlike any analysis seed
     speaker_prefix: str = "pretrain"  # speaker-id prefix, unlike the analysis corpus's
+    speaking_rate: tuple[int, int] = (130, 210)  # spoken: words per minute speakers' rates are drawn from
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "speaking_rate", spoken.check_speaking_rate(self.speaking_rate))  # JSON gives lists
+        if self.corpus != "spoken" and self.speaking_rate != spoken.DEFAULT_SPEAKING_RATE:
+            raise ValueError(f"speaking_rate={self.speaking_rate} is a spoken-corpus setting but corpus={self.corpus!r}; "
+                             "use corpus='spoken' or leave speaking_rate at its default")
         if self.target_normalisation not in TARGET_NORMALISATIONS:
             raise ValueError(f"target_normalisation={self.target_normalisation!r}; use 'corpus' or 'utterance' (per utterance)")
         if self.silence_target not in ("ignore", "class"):
@@ -175,12 +180,14 @@ def pretraining_waveforms(config: PretrainConfig = PretrainConfig()) -> np.ndarr
     if config.corpus not in ("synthetic", "spoken"):
         raise ValueError(f"Unknown pretraining corpus {config.corpus!r}; use 'synthetic' or 'spoken'")
     generate = synthetic_corpus if config.corpus == "synthetic" else spoken_corpus
+    spoken_only = {"speaking_rate": config.speaking_rate} if config.corpus == "spoken" else {}
     root = generate(
         n_words=config.n_words,
         n_speakers=config.n_speakers,
         n_repetitions=config.n_repetitions,
         seed=config.corpus_seed,
         speaker_prefix=config.speaker_prefix,
+        **spoken_only,
     )
     dataset = word_task(root)
     return dataset.batch(np.arange(len(dataset)))
@@ -382,7 +389,7 @@ def _key_dict(config: PretrainConfig) -> dict[str, Any]:
 
 # fields added after models were cached: hashed only when not at their default, so older keys stand
 _FIELDS_KEYED_WHEN_SET = {"corpus": "synthetic", "target_normalisation": "corpus", "target_silence_db": None,
-                          "silence_target": "ignore"}
+                          "silence_target": "ignore", "speaking_rate": (130, 210)}
 
 
 def pretrained_path(

@@ -34,6 +34,7 @@ class Profile:
     n_words: int = 12  # distinct words (spoken: the first n_words of its 35, at most 35)
     n_speakers: int = 24  # distinct speakers
     n_repetitions: int = 6  # repetitions of each word by each speaker
+    speaking_rate: tuple[int, int] = (130, 210)  # spoken: words per minute speakers' rates are drawn from
     # the miniatures' pretraining recipe (a name of convexlab.recipes.RECIPES): their size and how
     # they were pretrained; ignored by checkpoints that are not miniatures
     pretrain_recipe: str = "synthetic-v1"

@@ -7,7 +7,9 @@ generate this corpus) and then passed through a speaker's vocal tract and record
 
 * **Speaker** (drawn from ``seed``, a frozen :class:`Speaker`): an English accent (8 espeak-ng
   voices), a voice variant (``voices/!v``: 104 of them), base pitch and pitch range (espeak's
-  0-99 scale), speaking rate (words per minute), a vocal-tract-length warp (the waveform
+  0-99 scale), speaking rate (words per minute; 130-210 unless ``speaking_rate`` says otherwise,
+  and below espeak-ng's floor of 80 the word is spoken at 80 and time-stretched by a phase
+  vocoder, which keeps pitch and formants), a vocal-tract-length warp (the waveform
   resampled, so all formants and the pitch scale by it), and a recording channel: a 6-band
   microphone colouring (+-3 dB), a small-room reverberation (an exponentially decaying noise
   impulse response) and white-to-pink background noise at an SNR of 20-40 dB (over the whole clip).
@@ -40,6 +42,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torchaudio.functional as audio_functional
 from scipy import signal
 from tqdm.auto import tqdm
 
@@ -53,6 +57,8 @@ from convexlab.synth import _split_of_speakers, _wav_bytes, check_speaker_reques
 
 __all__ = [
     "SPOKEN_VERSION",
+    "DEFAULT_SPEAKING_RATE",
+    "ESPEAK_MIN_RATE",
     "WORDS",
     "ACCENTS",
     "VARIANTS",
@@ -67,6 +73,9 @@ __all__ = [
 ]
 
 SPOKEN_VERSION = 3  # bump when the audio a spec produces changes (it is part of the cache key)
+DEFAULT_SPEAKING_RATE = (130, 210)  # words per minute, the range speakers' rates are drawn from (corpus v3)
+ESPEAK_MIN_RATE = 80  # libespeak-ng speaks no slower: a slower rate is espeak's 80 time-stretched
+_MAX_RATE = 450  # libespeak-ng's fastest
 
 # Speech Commands v0.02: the 20 core words (10 commands, 10 digits), then the 15 auxiliary ones,
 # so that n_words=20 is the core vocabulary and n_words=10 the commands
@@ -112,7 +121,7 @@ class Speaker:
     variant: str  # espeak-ng voice variant (voices/!v), one of VARIANTS
     pitch: int  # espeak base pitch, 15-85 (0-99 scale)
     pitch_range: int  # espeak pitch range, 15-85 (0: monotone)
-    rate: int  # speaking rate, 130-210 words per minute
+    rate: int  # speaking rate in words per minute, drawn from the corpus's speaking_rate (default 130-210)
     warp: float  # vocal-tract-length warp, 0.92-1.09: all frequencies times this (> 1: shorter tract)
     mic_gains_db: tuple[float, ...]  # microphone colouring, one gain (+-3 dB) per MIC_BANDS centre
     rt60: float  # s, 0.1-0.3: reverberation time of the small room
@@ -135,12 +144,28 @@ def spoken_words(n_words: int | None = None) -> tuple[str, ...]:
     return WORDS[:n_words]
 
 
-def draw_speakers(n_speakers: int, *, seed: int, speaker_prefix: str = "e") -> list[Speaker]:
+def check_speaking_rate(speaking_rate) -> tuple[int, int]:
+    """``speaking_rate`` as ``(lowest, highest)`` words per minute; ValueError naming the fix when it is not one."""
+    try:
+        low, high = (int(v) for v in speaking_rate)
+    except (TypeError, ValueError):
+        raise ValueError(f"speaking_rate={speaking_rate!r} must be two integers (lowest, highest) in words "
+                         f"per minute, e.g. {DEFAULT_SPEAKING_RATE}") from None
+    if not 20 <= low <= high <= _MAX_RATE or (low, high) != tuple(speaking_rate):
+        raise ValueError(f"speaking_rate={speaking_rate!r} must be whole words per minute with 20 <= lowest <= "
+                         f"highest <= {_MAX_RATE} (espeak-ng speaks 80-{_MAX_RATE}; slower is stretched from 80)")
+    return low, high
+
+
+def draw_speakers(n_speakers: int, *, seed: int, speaker_prefix: str = "e",
+                  speaking_rate: tuple[int, int] = DEFAULT_SPEAKING_RATE) -> list[Speaker]:
     """``n_speakers`` speakers drawn from ``seed``; ids are ``speaker_prefix`` + 8 hex digits of a hash.
 
-    The first ``k`` speakers of a seed are the same for every ``n_speakers >= k``.
+    Each speaker's rate is drawn uniformly from ``speaking_rate`` (words per minute, both ends
+    included). The first ``k`` speakers of a seed are the same for every ``n_speakers >= k``.
     """
     check_speaker_request(n_speakers, speaker_prefix, example="e")
+    low_rate, high_rate = check_speaking_rate(speaking_rate)
     rng = np.random.default_rng([seed, 2])
     speakers = []
     for index in range(n_speakers):
@@ -151,7 +176,7 @@ def draw_speakers(n_speakers: int, *, seed: int, speaker_prefix: str = "e") -> l
                 variant=VARIANTS[int(rng.integers(len(VARIANTS)))],
                 pitch=int(rng.integers(15, 86)),
                 pitch_range=int(rng.integers(15, 86)),
-                rate=int(rng.integers(130, 211)),
+                rate=int(rng.integers(low_rate, high_rate + 1)),
                 warp=float(np.exp(rng.uniform(np.log(0.92), np.log(1.09)))),
                 mic_gains_db=tuple(float(g) for g in rng.uniform(-3.0, 3.0, size=len(MIC_BANDS))),
                 rt60=float(rng.uniform(0.1, 0.3)),
@@ -203,9 +228,28 @@ def _channel(speaker: Speaker, seed: int, index: int) -> tuple[np.ndarray, np.nd
     return impulse, 10 ** (gain_db / 20)
 
 
-def _voice_clip(raw: np.ndarray, warp: float) -> np.ndarray:
-    """espeak's int16 (T,) at 22,050 Hz -> float (T',) at 16 kHz, warped, silence trimmed, unit RMS."""
+_STRETCH_FFT, _STRETCH_HOP = 512, 128  # phase vocoder: 32 ms windows, 8 ms hops at 16 kHz
+
+
+def _stretch(x: np.ndarray, factor: float) -> np.ndarray:
+    """``x`` (T,) at 16 kHz made ``factor`` times longer, pitch and formants kept: (round(T * factor),).
+
+    torchaudio's phase vocoder on a Hann-windowed STFT; the phases of each bin advance by its
+    expected hop so that a steady tone stays a steady tone.
+    """
+    window = torch.hann_window(_STRETCH_FFT, dtype=torch.float64)
+    spectrum = torch.stft(torch.from_numpy(x), _STRETCH_FFT, _STRETCH_HOP, window=window, return_complex=True)
+    advance = torch.linspace(0, np.pi * _STRETCH_HOP, _STRETCH_FFT // 2 + 1, dtype=torch.float64)[:, None]
+    slowed = audio_functional.phase_vocoder(spectrum, 1.0 / factor, advance)
+    return torch.istft(slowed, _STRETCH_FFT, _STRETCH_HOP, window=window, length=round(len(x) * factor)).numpy()
+
+
+def _voice_clip(raw: np.ndarray, warp: float, stretch: float = 1.0) -> np.ndarray:
+    """espeak's int16 (T,) at 22,050 Hz -> float (T',) at 16 kHz, stretched ``stretch`` times (1: not at
+    all), warped, silence trimmed, unit RMS."""
     x = signal.resample_poly(raw.astype(np.float64) / 32768.0, 160, 441)
+    if stretch != 1.0:
+        x = _stretch(x, stretch)
     x = signal.resample(x, max(1, round(len(x) / warp)))  # frequencies times warp, duration over warp
     n_frames = len(x) // _FRAME
     rms = np.sqrt((x[: n_frames * _FRAME].reshape(n_frames, _FRAME) ** 2).mean(1))
@@ -248,11 +292,13 @@ def _record(words: list[np.ndarray], speaker: Speaker, channel, rngs: list[np.ra
 
 # ---------------------------------------------------------------- the corpus
 
-def _clip_plan(speaker: Speaker, rng: np.random.Generator) -> tuple[int, int, int]:
-    """A repetition's espeak parameters: (rate, pitch, espeak's random seed)."""
+def _clip_plan(speaker: Speaker, rng: np.random.Generator) -> tuple[int, int, int, float]:
+    """A repetition's espeak parameters and stretch: (espeak rate, pitch, espeak's random seed,
+    time-stretch factor); a rate below espeak-ng's floor is spoken at the floor and stretched."""
     rate = int(round(speaker.rate * rng.uniform(0.9, 1.1)))
     pitch = int(np.clip(round(speaker.pitch + rng.uniform(-6.0, 6.0)), 0, 99))
-    return rate, pitch, int(rng.integers(1, 2**31 - 1))
+    stretch = ESPEAK_MIN_RATE / rate if rate < ESPEAK_MIN_RATE else 1.0
+    return max(rate, ESPEAK_MIN_RATE), pitch, int(rng.integers(1, 2**31 - 1)), stretch
 
 
 class _Worker:
@@ -309,6 +355,7 @@ def generate_corpus(
     n_repetitions: int = 3,
     seed: int = 0,
     speaker_prefix: str = "e",
+    speaking_rate: tuple[int, int] = DEFAULT_SPEAKING_RATE,
     validation_fraction: float = 0.1,
     test_fraction: float = 0.1,
     progress: bool | None = None,
@@ -318,14 +365,15 @@ def generate_corpus(
     ``n_words`` words of :data:`WORDS` (``None``: all 35) x ``n_speakers`` x ``n_repetitions``
     clips ``<root>/<word>/<speaker>_nohash_<n>.wav`` (16-bit, 16 kHz, mono, one second),
     ``validation_list.txt``/``testing_list.txt`` (whole speakers) and ``corpus.json`` (the
-    parameters and the speakers), written last. Raises :class:`EspeakError` when espeak-ng is
+    parameters and the speakers), written last. Speakers' rates are drawn from ``speaking_rate``
+    (words per minute; see :func:`draw_speakers`). Raises :class:`EspeakError` when espeak-ng is
     missing or fails; there is no fallback to another corpus.
     """
     if n_repetitions < 1:
         raise ValueError(f"n_repetitions={n_repetitions} must be at least 1")
     root = Path(root)
     words = spoken_words(n_words)
-    speakers = draw_speakers(n_speakers, seed=seed, speaker_prefix=speaker_prefix)
+    speakers = draw_speakers(n_speakers, seed=seed, speaker_prefix=speaker_prefix, speaking_rate=speaking_rate)
     library, data = espeak_paths()
     split = _split_of_speakers([s.speaker_id for s in speakers], validation_fraction=validation_fraction,
                                test_fraction=test_fraction)
@@ -336,16 +384,18 @@ def generate_corpus(
     keys = [(w_index, rep) for w_index in range(len(words)) for rep in range(n_repetitions)]
     rngs = {s_index: [np.random.default_rng([seed, 4, s_index, w, rep]) for w, rep in keys]
             for s_index in range(len(speakers))}
-    jobs = []
+    jobs, stretches = [], []
     for s_index, speaker in enumerate(speakers):
         params = [_clip_plan(speaker, rng) for rng in rngs[s_index]]
         jobs.append((speaker.voice, [(words[w], rate, pitch, speaker.pitch_range, rand_seed)
-                                     for (w, _), (rate, pitch, rand_seed) in zip(keys, params)]))
+                                     for (w, _), (rate, pitch, rand_seed, _) in zip(keys, params)]))
+        stretches.append([stretch for *_, stretch in params])
     with _Worker(library, data, jobs) as worker, \
             tqdm(total=len(speakers) * len(keys), desc="speaking clips", unit="clip",
                  disable=tqdm_disable(progress)) as bar:
         for s_index, speaker in enumerate(speakers):
-            voiced = [_voice_clip(r, speaker.warp) for r in worker.next_result()]
+            voiced = [_voice_clip(r, speaker.warp, stretch)
+                      for r, stretch in zip(worker.next_result(), stretches[s_index])]
             n_cut += sum(len(v) > CLIP_SAMPLES - 2 * _MARGIN for v in voiced)
             clips = _record(voiced, speaker, _channel(speaker, seed, s_index), rngs[s_index])
             for (w_index, rep), clip in zip(keys, clips):
@@ -363,8 +413,8 @@ def generate_corpus(
             "version": SPOKEN_VERSION,
             "espeakng_loader": espeak_loader_version(),
             "params": dict(n_words=len(words), n_speakers=n_speakers, n_repetitions=n_repetitions, seed=seed,
-                           speaker_prefix=speaker_prefix, validation_fraction=validation_fraction,
-                           test_fraction=test_fraction),
+                           speaker_prefix=speaker_prefix, speaking_rate=list(speaking_rate),
+                           validation_fraction=validation_fraction, test_fraction=test_fraction),
             "words": list(words),
             "clips_cut": n_cut,  # words longer than the clip, cut with a fade
             "speakers": [asdict(s) for s in speakers],
@@ -388,17 +438,22 @@ def spoken_corpus(
     n_repetitions: int = 3,
     seed: int = 0,
     speaker_prefix: str = "e",
+    speaking_rate: tuple[int, int] = DEFAULT_SPEAKING_RATE,
     progress: bool | None = None,
 ) -> Path:
     """The spoken corpus for these parameters, generated into the cache on first use.
 
     Lives in ``cache_path("corpora", ...)`` under a key of the whole spec, :data:`SPOKEN_VERSION`
-    and the espeakng-loader version; written to a temporary folder and moved into place when
+    and the espeakng-loader version (``speaking_rate`` only when it is not the default, so the
+    corpora cached before it existed keep their keys); written to a temporary folder and moved into place when
     complete, so an interrupted generation leaves nothing and is simply redone.
     """
     words = spoken_words(n_words)
     params = dict(n_words=len(words), n_speakers=n_speakers, n_repetitions=n_repetitions, seed=seed,
                   speaker_prefix=speaker_prefix)
+    speaking_rate = check_speaking_rate(speaking_rate)
+    if speaking_rate != DEFAULT_SPEAKING_RATE:
+        params["speaking_rate"] = speaking_rate
     key = stable_hash("spoken-corpus", SPOKEN_VERSION, espeak_loader_version(), params)
     path = cache_path("corpora", f"spoken-{len(words)}w-{n_speakers}s-{n_repetitions}r-seed{seed}-{key}")
     if (path / "corpus.json").is_file():
