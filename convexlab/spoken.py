@@ -9,7 +9,7 @@ generate this corpus) and then passed through a speaker's vocal tract and record
   voices), a voice variant (``voices/!v``: 104 of them), base pitch and pitch range (espeak's
   0-99 scale), speaking rate (words per minute; 130-210 unless ``speaking_rate`` says otherwise,
   and below espeak-ng's floor of 80 the word is spoken at 80 and time-stretched by a phase
-  vocoder, which keeps pitch and formants), a vocal-tract-length warp (the waveform
+  WSOLA, which keeps pitch and formants), a vocal-tract-length warp (the waveform
   resampled, so all formants and the pitch scale by it), and a recording channel: a 6-band
   microphone colouring (+-3 dB), a small-room reverberation (an exponentially decaying noise
   impulse response) and white-to-pink background noise at an SNR of 20-40 dB (over the whole clip).
@@ -42,8 +42,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-import torchaudio.functional as audio_functional
 from scipy import signal
 from tqdm.auto import tqdm
 
@@ -228,20 +226,38 @@ def _channel(speaker: Speaker, seed: int, index: int) -> tuple[np.ndarray, np.nd
     return impulse, 10 ** (gain_db / 20)
 
 
-_STRETCH_FFT, _STRETCH_HOP = 512, 128  # phase vocoder: 32 ms windows, 8 ms hops at 16 kHz
+_STRETCH_WINDOW = 512  # samples (32 ms at 16 kHz): WSOLA's frames, half-overlapped
+_STRETCH_TOLERANCE = 128  # samples (8 ms): how far WSOLA may shift a frame to continue the waveform
 
 
 def _stretch(x: np.ndarray, factor: float) -> np.ndarray:
     """``x`` (T,) at 16 kHz made ``factor`` times longer, pitch and formants kept: (round(T * factor),).
 
-    torchaudio's phase vocoder on a Hann-windowed STFT; the phases of each bin advance by its
-    expected hop so that a steady tone stays a steady tone.
+    WSOLA (waveform-similarity overlap-add): Hann frames are laid down every half window and read
+    from the input every half window / ``factor``, each shifted by up to the tolerance to the
+    place where the input best continues the frame laid before it, so voiced periods stay
+    whole. Written out because no dependency stretches in the time domain; torchaudio's phase
+    vocoder keeps each bin's phase but not the bins' phases relative to each other, which here
+    lost 30 % of a word's energy and 3.5 dB of its long-term spectrum (phasiness).
     """
-    window = torch.hann_window(_STRETCH_FFT, dtype=torch.float64)
-    spectrum = torch.stft(torch.from_numpy(x), _STRETCH_FFT, _STRETCH_HOP, window=window, return_complex=True)
-    advance = torch.linspace(0, np.pi * _STRETCH_HOP, _STRETCH_FFT // 2 + 1, dtype=torch.float64)[:, None]
-    slowed = audio_functional.phase_vocoder(spectrum, 1.0 / factor, advance)
-    return torch.istft(slowed, _STRETCH_FFT, _STRETCH_HOP, window=window, length=round(len(x) * factor)).numpy()
+    n, tol = _STRETCH_WINDOW, _STRETCH_TOLERANCE
+    hop_out = n // 2
+    hop_in = hop_out / factor
+    n_out = round(len(x) * factor)
+    n_frames = n_out // hop_out + 2
+    padded = np.pad(x, (tol, n + tol + int(np.ceil(n_frames * hop_in))))
+    window = signal.get_window("hann", n)  # periodic: half-overlapped frames sum to one
+    out = np.zeros(n_frames * hop_out + n)
+    shift = 0
+    for m in range(n_frames):
+        start = round(m * hop_in) + tol + shift
+        out[m * hop_out : m * hop_out + n] += padded[start : start + n] * window
+        natural = padded[start + hop_out : start + hop_out + n]  # how the laid frame goes on in the input
+        target = round((m + 1) * hop_in) + tol
+        candidates = padded[target - tol : target + tol + n]
+        similarity = signal.correlate(candidates, natural, mode="valid", method="fft")  # (2 * tol + 1,)
+        shift = int(np.argmax(similarity)) - tol
+    return out[n // 2 : n // 2 + n_out]  # the first frame's rising half is not a full sum of windows
 
 
 def _voice_clip(raw: np.ndarray, warp: float, stretch: float = 1.0) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -190,3 +191,60 @@ def test_crashing_variants_are_never_drawn_and_a_crash_is_named(tmp_path, monkey
     with pytest.raises(EspeakError, match=r"crashed \(signal 11\).*CRASHING_VARIANTS"):
         with spoken._Worker(library, data, [("en-us+Demonic", [("backward", 154, 24, 84, 1768873188)])]) as worker:
             worker.next_result()
+
+
+def test_stretch_keeps_the_pitch_and_lengthens_the_sound():
+    t = np.arange(8_000) / 16_000
+    tone = np.sin(2 * np.pi * 200.0 * t)
+    for factor in (1.25, 1.6, 2.0):
+        long = spoken._stretch(tone, factor)
+        assert len(long) == round(len(tone) * factor)
+        middle = long[len(long) // 4 : 3 * len(long) // 4]
+        spectrum = np.abs(np.fft.rfft(middle * np.hanning(len(middle))))
+        peak_hz = np.fft.rfftfreq(len(middle), 1 / 16_000)[np.argmax(spectrum)]
+        assert abs(peak_hz - 200.0) < 5.0  # a resampled tone would sit at 200 / factor
+        assert 0.95 < np.sqrt((middle**2).mean()) / np.sqrt((tone**2).mean()) < 1.05  # periods laid whole
+
+
+def _speech_share(root: Path) -> float:
+    """Fraction of 20 ms frames within 30 dB of their clip's loudest."""
+    clips = word_task(root).batch(np.arange(len(word_task(root))))
+    energy_db = 10 * np.log10((clips.reshape(len(clips), 50, 320) ** 2).mean(-1) + 1e-12)
+    return float((energy_db > energy_db.max(1, keepdims=True) - 30).mean())
+
+
+def test_slower_speaking_rate_gives_longer_words(small_corpus, tmp_path):
+    slow = spoken.draw_speakers(50, seed=5, speaking_rate=(45, 60))
+    assert all(45 <= s.rate <= 60 for s in slow) and len({s.rate for s in slow}) > 5
+    assert [s.accent for s in slow] == [s.accent for s in spoken.draw_speakers(50, seed=5)]  # the rest as before
+    # the default range given explicitly is the default corpus, byte for byte
+    explicit = spoken.generate_corpus(tmp_path / "explicit", seed=0, speaking_rate=spoken.DEFAULT_SPEAKING_RATE, **SMALL)
+    assert {k: v for k, v in _digest(explicit).items() if k.endswith(".wav")} == \
+        {k: v for k, v in _digest(small_corpus).items() if k.endswith(".wav")}
+    slower = spoken.generate_corpus(tmp_path / "slow", seed=0, speaking_rate=(45, 60), **SMALL)  # stretched from 80
+    assert _speech_share(slower) > 1.5 * _speech_share(small_corpus)
+    assert scan_corpus(slower) == scan_corpus(small_corpus)  # same layout, clips and lists
+    assert json.loads((slower / "corpus.json").read_text())["params"]["speaking_rate"] == [45, 60]
+
+
+@pytest.mark.parametrize("bad", [(90, 80), (10, 50), (45, 500), ("a", 60), (45.5, 60), (45,)])
+def test_bad_speaking_rate_is_named(bad):
+    with pytest.raises(ValueError, match="speaking_rate"):
+        spoken.draw_speakers(2, seed=0, speaking_rate=bad)
+    with pytest.raises(ValueError, match="speaking_rate"):
+        PretrainConfig(corpus="spoken", speaking_rate=bad)
+
+
+def test_speaking_rate_is_keyed_only_when_set(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONVEXLAB_CACHE", str(tmp_path))
+    path = spoken.spoken_corpus(seed=0, **SMALL)
+    assert spoken.spoken_corpus(seed=0, speaking_rate=spoken.DEFAULT_SPEAKING_RATE, **SMALL) == path
+    assert spoken.spoken_corpus(seed=0, speaking_rate=(45, 60), **SMALL) != path
+    plain = PretrainConfig(corpus="spoken")
+    assert pretrained_path("hubert", config=plain) == pretrained_path(
+        "hubert", config=plain.replace(speaking_rate=spoken.DEFAULT_SPEAKING_RATE))
+    slow = plain.replace(speaking_rate=[45, 75])  # a list, as read back from JSON
+    assert slow.speaking_rate == (45, 75) and pretrained_path("hubert", config=slow) != pretrained_path(
+        "hubert", config=plain)
+    with pytest.raises(ValueError, match="corpus='spoken'"):
+        PretrainConfig(speaking_rate=(45, 75))  # the synthetic corpus has no speaking rate
