@@ -2,6 +2,7 @@
 
     python benchmarks/spoken_corpus.py            # 35 words x 24 speakers x 3 repetitions; probe on 20 words
     python benchmarks/spoken_corpus.py --quick    # 10 words x 8 speakers x 3 repetitions
+    python benchmarks/spoken_corpus.py --speaking-rate 45 75   # slower words (recipe spoken-v4)
 
 Generation is timed into a fresh temporary folder (not the cache): wall time, and CPU time of
 this process plus the espeak-ng worker. The probe: each clip's 40-band log-mel spectrogram
@@ -31,7 +32,7 @@ from sklearn.preprocessing import StandardScaler
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from convexlab.data import word_task  # noqa: E402
-from convexlab.spoken import generate_corpus, spoken_words  # noqa: E402
+from convexlab.spoken import DEFAULT_SPEAKING_RATE, generate_corpus, spoken_words  # noqa: E402
 
 
 def logmel_features(clips: np.ndarray, n_mels: int = 40) -> np.ndarray:
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--probe-words", type=int, default=20, help="the probe uses the first this many words")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--speaking-rate", type=int, nargs=2, metavar=("LOWEST", "HIGHEST"),
+                        default=list(DEFAULT_SPEAKING_RATE), help="words per minute speakers' rates are drawn from")
     parser.add_argument("--quick", action="store_true", help="10 words x 8 speakers x 3 repetitions")
     args = parser.parse_args(argv)
     if args.quick:
@@ -72,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         n_clips = args.words * args.speakers * args.repetitions
         cpu, wall = _cpu_seconds(), time.perf_counter()
         root = generate_corpus(Path(folder) / "corpus", n_words=args.words, n_speakers=args.speakers,
-                               n_repetitions=args.repetitions, seed=args.seed, progress=False)
+                               n_repetitions=args.repetitions, seed=args.seed,
+                               speaking_rate=tuple(args.speaking_rate), progress=False)
         wall, cpu = time.perf_counter() - wall, _cpu_seconds() - cpu
         print(f"generated {n_clips} clips ({args.words} words x {args.speakers} speakers x {args.repetitions} "
               f"repetitions) in {wall:.1f} s: {1000 * wall / n_clips:.1f} ms wall, {1000 * cpu / n_clips:.1f} ms CPU "

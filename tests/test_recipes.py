@@ -12,6 +12,7 @@ from transformers import AutoModel
 import convexlab.pretrain as pretrain_module
 from convexlab import recipes
 from convexlab.cli import main
+from convexlab.data import corpus_root
 from convexlab.families import FAMILIES
 from convexlab.models import miniature_config
 from convexlab.pretrain import (
@@ -23,7 +24,7 @@ from convexlab.pretrain import (
     pretrained_path,
     recipe_configs,
 )
-from convexlab.profiles import Profile
+from convexlab.profiles import Profile, get_profile
 from convexlab.recipes import RECIPES, PretrainRecipe, recipe_spec
 
 from test_pretrain import tone_clips
@@ -91,6 +92,26 @@ def test_spoken_v2_and_v3_change_one_lever_each():
             assert _key("spoken-v3", family) != _key("spoken-v1", family)
         else:
             assert v3 == v1 and _key("spoken-v3", family) == _key("spoken-v1", family)
+
+
+def test_spoken_v4_slows_the_words_of_both_corpora_only():
+    """spoken-v4 is spoken-v1 with the speakers' rates drawn from 45-75 words per minute, in the
+    pretraining corpus and the analysis corpus alike; everything else is spoken-v1's."""
+    v1_spec, v4_spec = recipe_spec("spoken-v1"), recipe_spec("spoken-v4")
+    assert v4_spec.analysis == {**v1_spec.analysis, "speaking_rate": (45, 75)}
+    assert (v4_spec.model, v4_spec.families) == (v1_spec.model, v1_spec.families)
+    assert get_profile("lite", **v4_spec.analysis).speaking_rate == (45, 75)
+    for family in FAMILIES:
+        v1, v1_model = recipe_configs("spoken-v1", family)
+        v4, v4_model = recipe_configs("spoken-v4", family)
+        assert v4 == v1.replace(speaking_rate=(45, 75)) and v4_model.to_dict() == v1_model.to_dict()
+        assert _key("spoken-v4", family) != _key("spoken-v1", family)
+
+
+def test_a_speaking_rate_on_the_synthetic_corpus_is_refused():
+    profile = get_profile("lite", speaking_rate=(45, 75))
+    with pytest.raises(ValueError, match="only the spoken corpus"):
+        corpus_root(profile)
 
 
 def test_miniature_overrides_resize_the_model():
