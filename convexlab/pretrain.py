@@ -70,9 +70,15 @@ __all__ = [
     "export_pretrained",
     "ensure_pretrained",
     "pretraining_waveforms",
+    "first_iteration_config",
 ]
 
 OBJECTIVE_VERSION = 3  # bump when an objective changes, so cached models are retrained
+# keyed only into models with a second iteration: 2 since that iteration reseeds from seed + 1 and so
+# continues from the cached first-iteration model (1: it continued the first iteration's generators)
+ITERATION2_VERSION = 2
+# the families whose recipe may add a second iteration (masked prediction of k-means ids, as HuBERT and WavLM)
+SECOND_ITERATION_FAMILIES = ("hubert", "wavlm")
 
 FAMILY_OBJECTIVES = {  # family -> the objective it is pretrained with
     "wav2vec2": "contrastive (wav2vec 2.0)",
@@ -347,28 +353,79 @@ def pretrain(
         start, cpu_start = time.perf_counter(), time.process_time()
         log = _optimise(objective, audio, targets, steps=config.steps, config=config, seed=seed,
                         description=f"pretraining mini-{family}", iteration=1, progress=progress)
-        if isinstance(objective, MaskedPredictionObjective) and config.iteration2_steps > 0:
-            layer = config.iteration2_layer
-            layer = model_config.num_hidden_layers // 2 if layer is None else layer
-            targets = torch.from_numpy(hidden_cluster_targets(
-                objective.encoder, waveforms, layer=layer, n_clusters=config.iteration2_clusters, seed=seed,
-                silence_db=config.target_silence_db, silence_class=_silence_class(config),
-            ))
-            # as in HuBERT, the second iteration starts from a fresh initialisation
-            objective = _build_objective(family, model_config, config, seed + 1, n_clusters=config.iteration2_clusters)
-            log += _optimise(objective, audio, targets, steps=config.iteration2_steps, config=config, seed=seed + 1,
-                             description=f"pretraining mini-{family} (iteration 2)", iteration=2,
-                             progress=progress, first_step=len(log))
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     finally:
         np.random.set_state(numpy_state)
-    encoder = objective.encoder.eval()
+    encoder = objective.encoder
+    if family in SECOND_ITERATION_FAMILIES and config.iteration2_steps > 0:
+        second = _second_iteration(family, encoder, seed=seed, config=config, model_config=model_config,
+                                   waveforms=waveforms, first_steps=len(log), progress=progress)
+        encoder, log = second.encoder, log + second.log
+        seconds, cpu_seconds = seconds + second.seconds, cpu_seconds + second.cpu_seconds
+        setup_seconds += second.setup_seconds
+    return _finished(family, encoder, model_config, log, seconds, cpu_seconds, setup_seconds, len(waveforms))
+
+
+def first_iteration_config(config: PretrainConfig) -> PretrainConfig:
+    """The config of the model a second iteration starts from: ``config`` with its iteration-2 fields at their defaults.
+
+    :func:`ensure_pretrained` keeps that model under its own key, so a recipe with a second
+    iteration reuses the cached first-iteration model of the recipe without one (and vice versa).
+    """
+    defaults = {f.name: f.default for f in dataclasses.fields(PretrainConfig) if f.name.startswith("iteration2_")}
+    return dataclasses.replace(config, **defaults)
+
+
+def _second_iteration(
+    family: str,
+    first_encoder: torch.nn.Module,
+    *,
+    seed: int,
+    config: PretrainConfig,
+    model_config: PretrainedConfig,
+    waveforms: np.ndarray,
+    first_steps: int,
+    progress: bool | None,
+) -> PretrainResult:
+    """HuBERT's second iteration: a fresh model (seeded ``seed + 1``) predicts k-means ids of ``first_encoder``'s
+    ``config.iteration2_layer`` over the silence rule of the first; ``waveforms`` float32 ``(N, S)``.
+
+    Depends on the first iteration only through ``first_encoder``'s weights (it reseeds every
+    generator), so it gives the same model whether that encoder was just trained or loaded from
+    the cache. The log's steps continue from ``first_steps``.
+    """
+    setup_start = time.perf_counter()
+    layer = config.iteration2_layer
+    layer = model_config.num_hidden_layers // 2 if layer is None else layer
+    numpy_state = np.random.get_state()
+    np.random.seed(seed + 1)
+    torch.manual_seed(seed + 1)
+    try:
+        targets = torch.from_numpy(hidden_cluster_targets(
+            first_encoder, waveforms, layer=layer, n_clusters=config.iteration2_clusters, seed=seed,
+            silence_db=config.target_silence_db, silence_class=_silence_class(config),
+        ))
+        # as in HuBERT, the second iteration starts from a fresh initialisation
+        objective = _build_objective(family, model_config, config, seed + 1, n_clusters=config.iteration2_clusters)
+        setup_seconds = time.perf_counter() - setup_start
+        start, cpu_start = time.perf_counter(), time.process_time()
+        log = _optimise(objective, torch.from_numpy(waveforms), targets, steps=config.iteration2_steps, config=config,
+                        seed=seed + 1, description=f"pretraining mini-{family} (iteration 2)", iteration=2,
+                        progress=progress, first_step=first_steps)
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    finally:
+        np.random.set_state(numpy_state)
+    return PretrainResult(family, objective.encoder, log, seconds, cpu_seconds, setup_seconds, len(waveforms))
+
+
+def _finished(family, encoder, model_config, log, seconds, cpu_seconds, setup_seconds, n_clips) -> PretrainResult:
+    encoder = encoder.eval()
     # finetuning later should see the architecture's own rates, and the saved config the architecture's own
     # contrastive settings (the objective writes its distractor count into the encoder config)
     for name in (*DROPOUT_FIELDS, "layerdrop", "num_negatives"):
         if hasattr(model_config, name):
             setattr(encoder.config, name, getattr(model_config, name))
-    return PretrainResult(family, encoder, log, seconds, cpu_seconds, setup_seconds, len(waveforms))
+    return PretrainResult(family, encoder, log, seconds, cpu_seconds, setup_seconds, n_clips)
 
 
 def _config_dict(model_config: PretrainedConfig) -> dict[str, Any]:
@@ -384,6 +441,8 @@ def _key_dict(config: PretrainConfig) -> dict[str, Any]:
     for name, default in _FIELDS_KEYED_WHEN_SET.items():
         if data[name] == default:
             del data[name]
+    if config.iteration2_steps > 0:
+        data["iteration2_version"] = ITERATION2_VERSION
     return data
 
 
@@ -500,7 +559,15 @@ def ensure_pretrained(
         return committed
     if (path / "training_log.json").exists():
         return path
-    result = pretrain(family, seed=seed, config=config, model_config=model_config, progress=progress)
+    first_iteration = None
+    if family in SECOND_ITERATION_FAMILIES and config.iteration2_steps > 0:
+        # the second iteration starts from the first iteration's own cached model (trained now if missing)
+        first_iteration = ensure_pretrained(family, seed=seed, config=first_iteration_config(config),
+                                            model_config=model_config, progress=progress)
+        result = _continue_from_first_iteration(first_iteration, family, seed=seed, config=config,
+                                                model_config=model_config, progress=progress)
+    else:
+        result = pretrain(family, seed=seed, config=config, model_config=model_config, progress=progress)
     with atomic_dir(path, marker="training_log.json") as tmp:
         result.encoder.save_pretrained(tmp)
         save_json(
@@ -518,10 +585,30 @@ def ensure_pretrained(
                 "cpu_seconds": result.cpu_seconds,
                 "setup_seconds": result.setup_seconds,
                 "torch_threads": torch.get_num_threads(),
+                "first_iteration": None if first_iteration is None else first_iteration.name,
                 "steps": result.log,
             },
         )
     return path
+
+
+def _continue_from_first_iteration(
+    first_iteration: Path, family: str, *, seed: int, config: PretrainConfig, model_config: PretrainedConfig,
+    progress: bool | None,
+) -> PretrainResult:
+    """The second iteration on top of the first-iteration folder ``first_iteration`` (from :func:`ensure_pretrained`)."""
+    from transformers import AutoModel
+
+    setup_start = time.perf_counter()
+    waveforms = pretraining_waveforms(config)
+    first_encoder = AutoModel.from_pretrained(first_iteration)
+    first_log = training_log(first_iteration)
+    setup_seconds = first_log["setup_seconds"] + time.perf_counter() - setup_start
+    second = _second_iteration(family, first_encoder, seed=seed, config=config, model_config=model_config,
+                               waveforms=waveforms, first_steps=len(first_log["steps"]), progress=progress)
+    return _finished(family, second.encoder, model_config, first_log["steps"] + second.log,
+                     first_log["seconds"] + second.seconds, first_log["cpu_seconds"] + second.cpu_seconds,
+                     setup_seconds + second.setup_seconds, len(waveforms))
 
 
 def training_log(path: str | Path) -> dict[str, Any]:

@@ -495,3 +495,57 @@ def test_target_normalisation_reaches_the_contrastive_objective_and_is_checked()
         "wav2vec2", config=PretrainConfig(target_normalisation="utterance"))
     with pytest.raises(ValueError, match="target_normalisation='speaker'"):
         PretrainConfig(target_normalisation="speaker")
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread (bitwise comparisons need one reduction order), restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("family", ["hubert", "wavlm"])
+def test_second_iteration_continues_from_the_cached_first_iteration(tiny_cache, one_thread, family, monkeypatch):
+    """A recipe with a second iteration trains its first iteration into that recipe's own cache folder
+    (the recipe without the second iteration) and gives bitwise the model pretrain() gives in one go."""
+    model_config = TINY_CONFIGS[family]()
+    config = TINY_RUN.replace(steps=6, batch_size=4, iteration2_steps=5, iteration2_clusters=5)
+    first_config = pretrain_module.first_iteration_config(config)
+    assert first_config == TINY_RUN.replace(steps=6, batch_size=4)  # only the iteration-2 fields reset
+
+    path = ensure_pretrained(family, seed=0, config=config, model_config=model_config, progress=False)
+    first = pretrained_path(family, seed=0, config=first_config, model_config=model_config)
+    assert (first / "training_log.json").is_file() and first != path
+    log = json.loads((path / "training_log.json").read_text())
+    assert log["first_iteration"] == first.name
+    assert [e["iteration"] for e in log["steps"]] == [1] * 6 + [2] * 5 and [e["step"] for e in log["steps"]] == list(range(11))
+    first_log = json.loads((first / "training_log.json").read_text())
+    assert log["steps"][:6] == first_log["steps"] and log["seconds"] > first_log["seconds"]
+
+    direct = pretrain(family, seed=0, config=config, model_config=model_config,
+                      waveforms=pretrain_module.pretraining_waveforms(config), progress=False)
+    chained = AutoModel.from_pretrained(path).state_dict()
+    for name, tensor in direct.encoder.state_dict().items():
+        assert torch.equal(tensor, chained[name]), f"{name} differs between pretrain() and the chained cache"
+    assert [e["loss"] for e in direct.log] == [e["loss"] for e in log["steps"]]
+
+    # another second iteration on the same first one does not train the first iteration again
+    iterations = []
+    real = pretrain_module._optimise
+    monkeypatch.setattr(pretrain_module, "_optimise", lambda *a, **k: iterations.append(k["iteration"]) or real(*a, **k))
+    other = ensure_pretrained(family, seed=0, config=config.replace(iteration2_steps=3), model_config=model_config,
+                              progress=False)
+    assert other != path and iterations == [2]
+
+
+def test_only_models_with_a_second_iteration_carry_its_version_in_the_key(monkeypatch):
+    """The committed first-iteration recipes keep their keys; a reseeded second iteration moves only its own."""
+    plain, second = PretrainConfig(), PretrainConfig(iteration2_steps=10)
+    assert "iteration2_version" not in pretrain_module._key_dict(plain)
+    assert pretrain_module._key_dict(second)["iteration2_version"] == pretrain_module.ITERATION2_VERSION
+    before = (pretrained_path("hubert", config=plain), pretrained_path("hubert", config=second))
+    monkeypatch.setattr(pretrain_module, "ITERATION2_VERSION", pretrain_module.ITERATION2_VERSION + 1)
+    assert pretrained_path("hubert", config=plain) == before[0]
+    assert pretrained_path("hubert", config=second) != before[1]
