@@ -619,8 +619,14 @@ def training_log(path: str | Path) -> dict[str, Any]:
     return load_json(log_path)
 
 
-def loss_trend(log: dict[str, Any]) -> tuple[float, float, int]:
-    """(mean loss over the first tenth of the steps, over the last tenth, number of steps) of a training log."""
-    losses = [entry["loss"] for entry in log["steps"]]
+def loss_trend(log: dict[str, Any], *, iteration: int | None = None) -> tuple[float, float, int]:
+    """(mean loss over the first tenth of the steps, over the last tenth, number of steps) of a training log.
+
+    ``iteration`` (1 or 2) keeps the steps of that pretraining iteration only; None takes them all.
+    """
+    steps = [entry for entry in log["steps"] if iteration is None or entry.get("iteration", 1) == iteration]
+    if not steps:
+        raise ValueError(f"The training log has no steps of iteration {iteration}")
+    losses = [entry["loss"] for entry in steps]
     window = max(1, len(losses) // 10)
     return float(np.mean(losses[:window])), float(np.mean(losses[-window:])), len(losses)

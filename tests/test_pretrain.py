@@ -549,3 +549,13 @@ def test_only_models_with_a_second_iteration_carry_its_version_in_the_key(monkey
     monkeypatch.setattr(pretrain_module, "ITERATION2_VERSION", pretrain_module.ITERATION2_VERSION + 1)
     assert pretrained_path("hubert", config=plain) == before[0]
     assert pretrained_path("hubert", config=second) != before[1]
+
+
+def test_loss_trend_per_iteration():
+    log = {"steps": [{"iteration": 1, "loss": float(v)} for v in range(10, 0, -1)]
+                    + [{"iteration": 2, "loss": float(v)} for v in (5.0, 4.0, 3.0, 2.0, 1.0)]}
+    assert pretrain_module.loss_trend(log, iteration=1) == (10.0, 1.0, 10)
+    assert pretrain_module.loss_trend(log, iteration=2) == (5.0, 1.0, 5)
+    assert pretrain_module.loss_trend(log)[2] == 15
+    with pytest.raises(ValueError, match="no steps of iteration 2"):
+        pretrain_module.loss_trend({"steps": log["steps"][:10]}, iteration=2)
