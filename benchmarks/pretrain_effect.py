@@ -42,9 +42,9 @@ from convexlab.data import load_task
 from convexlab.extract import extract_layers
 from convexlab.models import FAMILIES, load_model, miniature_config
 from convexlab.pretrain import (
-    SECOND_ITERATION_FAMILIES,
     PretrainConfig,
     ensure_pretrained,
+    has_second_iteration,
     loss_trend,
     recipe_configs,
     training_log,
@@ -134,7 +134,7 @@ def main() -> None:
             print(f"\n=== mini-{family}, seed {seed}: {log['objective']}")
             print(f"pretraining: {n_steps} steps in {log['seconds']:.1f} s (+{log['setup_seconds']:.1f} s setup, "
                   f"{log['torch_threads']} threads, {log['n_clips']} clips); loss {first:.3f} -> {last:.3f}")
-            if config.iteration2_steps and family in SECOND_ITERATION_FAMILIES:
+            if has_second_iteration(family, config):
                 print("loss per iteration: " + "; ".join(
                     "{}: {:.3f} -> {:.3f} over {} steps".format(i, *loss_trend(log, iteration=i)) for i in (1, 2)))
             kinds = [("pretrained", True)] + ([] if args.no_random else [("random", False)])

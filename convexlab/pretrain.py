@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import PretrainedConfig
+from transformers import AutoModel, PretrainedConfig
 
 from convexlab._progress import tqdm_disable
 from convexlab.cache import atomic_dir, cache_path, load_json, save_json, stable_hash
@@ -71,6 +71,7 @@ __all__ = [
     "ensure_pretrained",
     "pretraining_waveforms",
     "first_iteration_config",
+    "has_second_iteration",
 ]
 
 OBJECTIVE_VERSION = 3  # bump when an objective changes, so cached models are retrained
@@ -357,13 +358,18 @@ def pretrain(
     finally:
         np.random.set_state(numpy_state)
     encoder = objective.encoder
-    if family in SECOND_ITERATION_FAMILIES and config.iteration2_steps > 0:
+    if has_second_iteration(family, config):
         second = _second_iteration(family, encoder, seed=seed, config=config, model_config=model_config,
                                    waveforms=waveforms, first_steps=len(log), progress=progress)
         encoder, log = second.encoder, log + second.log
         seconds, cpu_seconds = seconds + second.seconds, cpu_seconds + second.cpu_seconds
         setup_seconds += second.setup_seconds
     return _finished(family, encoder, model_config, log, seconds, cpu_seconds, setup_seconds, len(waveforms))
+
+
+def has_second_iteration(family: str, config: PretrainConfig) -> bool:
+    """Whether ``config`` trains a second iteration for ``family`` (the contrastive families ignore one)."""
+    return _family_name(family) in SECOND_ITERATION_FAMILIES and config.iteration2_steps > 0
 
 
 def first_iteration_config(config: PretrainConfig) -> PretrainConfig:
@@ -560,7 +566,7 @@ def ensure_pretrained(
     if (path / "training_log.json").exists():
         return path
     first_iteration = None
-    if family in SECOND_ITERATION_FAMILIES and config.iteration2_steps > 0:
+    if has_second_iteration(family, config):
         # the second iteration starts from the first iteration's own cached model (trained now if missing)
         first_iteration = ensure_pretrained(family, seed=seed, config=first_iteration_config(config),
                                             model_config=model_config, progress=progress)
@@ -597,8 +603,6 @@ def _continue_from_first_iteration(
     progress: bool | None,
 ) -> PretrainResult:
     """The second iteration on top of the first-iteration folder ``first_iteration`` (from :func:`ensure_pretrained`)."""
-    from transformers import AutoModel
-
     setup_start = time.perf_counter()
     waveforms = pretraining_waveforms(config)
     first_encoder = AutoModel.from_pretrained(first_iteration)
