@@ -104,11 +104,14 @@ _CORPUS_NAMES = {
 
 
 def corpus_description(profile: Profile | str) -> str:
-    """The profile's corpus in words; a generated one with its words x speakers x repetitions."""
+    """The profile's corpus in words; a generated one with its words x speakers x repetitions (spoken: and rate)."""
     profile = as_profile(profile)
     corpus = _CORPUS_NAMES.get(profile.corpus, profile.corpus)
     if profile.corpus in ("synthetic", "spoken"):
-        corpus += f" ({profile.n_words} words x {profile.n_speakers} speakers x {profile.n_repetitions} repetitions)"
+        corpus += f" ({profile.n_words} words x {profile.n_speakers} speakers x {profile.n_repetitions} repetitions"
+        if profile.corpus == "spoken":
+            corpus += ", {}-{} words per minute".format(*profile.speaking_rate)
+        corpus += ")"
     return corpus
 
 

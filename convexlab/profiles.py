@@ -146,12 +146,14 @@ PROFILES: dict[str, Profile] = {
 }
 
 # The lite world with spoken words and the 12-layer miniatures pretrained on them (the committed
-# "spoken-v1" weights; docs/offline-world.md): the world in which the miniatures come closest to
-# the paper's layer structure. Opt-in, not the default: its 12-layer models finetune at 30-60 s a
-# run on 2 cores, so a cold book took 1,410 s on 2 cores (lite's budget: 900 s), and the lite finetuning recipe
-# leaves them far below the accuracy targets (the learning rate is lowered because 1e-3 left
-# mini-wav2vec2's word model at chance). Only seed 0's weights are committed: another seed
-# pretrains its own (18-105 min per family on one core, with a progress bar).
+# "spoken-v5" weights; docs/offline-world.md): the world in which the miniatures come closest to
+# the paper's layer structure. Words are spoken at 45-75 words per minute, as in spoken-v5's
+# pretraining corpus (the recipe's analysis fields). Opt-in, not the default: its 12-layer models
+# finetune at 30-60 s a run on 2 cores, so a cold book took 1,410 s on 2 cores with the spoken-v1
+# weights (lite's budget: 900 s), and the lite finetuning recipe leaves them far below the accuracy
+# targets (the learning rate is lowered because 1e-3 left mini-wav2vec2's word model at chance).
+# Only seed 0's weights are committed: another seed pretrains its own (10-50 min per family and
+# iteration on one core, with a progress bar).
 PROFILES["lite-spoken"] = dataclasses.replace(
     PROFILES["lite"],
     name="lite-spoken",
@@ -159,7 +161,8 @@ PROFILES["lite-spoken"] = dataclasses.replace(
     n_words=35,
     n_speakers=24,
     n_repetitions=3,
-    pretrain_recipe="spoken-v1",
+    speaking_rate=(45, 75),
+    pretrain_recipe="spoken-v5",
     learning_rate=3e-4,
 )
 
