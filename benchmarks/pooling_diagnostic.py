@@ -7,7 +7,7 @@ keeps on the word's frames with what it keeps on the recording's background. Spe
 within ``--silence-db`` of the clip's loudest frame (:func:`convexlab.objectives.speech_frames`, the
 rule the pretraining targets use).
 
-    python benchmarks/pooling_diagnostic.py convexlab/weights/hubert-*-seed0 --recipe spoken-v1 --threads 1
+    python benchmarks/pooling_diagnostic.py convexlab/weights/hubert-*-seed0 --recipe spoken-v5 --threads 1
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def masked_means(model, clips: np.ndarray, *, silence_db: float) -> tuple[dict[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="model folders (or hub ids) to measure")
-    parser.add_argument("--recipe", default="spoken-v1", choices=sorted(RECIPES), help="its analysis corpus")
+    parser.add_argument("--recipe", default="spoken-v5", choices=sorted(RECIPES),
+                        help="its analysis corpus (default: the committed weights' recipe)")
     parser.add_argument("--per-word", type=int, default=48, help="clips per word (pretrain_effect.py's default)")
     parser.add_argument("--silence-db", type=float, default=30.0, help="speech: frames within this of the loudest")
     parser.add_argument("--threads", type=int, default=2)
