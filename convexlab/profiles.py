@@ -151,9 +151,9 @@ PROFILES: dict[str, Profile] = {
 # pretraining corpus (the recipe's analysis fields). Finetuning takes 40 clips per class at lr
 # 3e-4 (lite's 1e-3 left mini-wav2vec2's word model at chance; on spoken-v1's faster words lite's
 # 20 clips left every model below the accuracy targets): on these weights 6 of the 8 model/task
-# pairs meet them over 3 finetuning seeds (benchmarks/finetune_sizing.py). Opt-in, not the default: its 12-layer models finetune at
-# 60-100 s a run on one core, and the book finetunes about twenty-six, far over lite's cold budget
-# of 15 minutes on 2 cores. Only seed 0's weights are committed: another seed pretrains its own
+# pairs meet them over 3 finetuning seeds (benchmarks/finetune_sizing.py). Opt-in, not the
+# default: its 12-layer models finetune at 60-100 s a run on one core, and the book finetunes
+# about twenty-six, far over lite's cold budget of 15 minutes on 2 cores. Only seed 0's weights are committed: another seed pretrains its own
 # (10-50 min per family and iteration on one core, with a progress bar).
 PROFILES["lite-spoken"] = dataclasses.replace(
     PROFILES["lite"],

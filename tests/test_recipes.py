@@ -20,8 +20,8 @@ from convexlab.pretrain import (
     PretrainConfig,
     committed_pretrained,
     ensure_pretrained,
-    has_second_iteration,
     export_pretrained,
+    has_second_iteration,
     pretrained_path,
     recipe_configs,
 )
