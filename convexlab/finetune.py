@@ -69,6 +69,7 @@ __all__ = [
     "finetune",
     "finetune_for_profile",
     "finetune_run_key",
+    "cached_run",
     "FINETUNE_FIELDS",
     "training_dataset",
     "load_batch_ids",
@@ -227,6 +228,7 @@ _PROFILE_ARGUMENTS = {
     "learning_rate": "learning_rate",
     "finetune_head_learning_rate": "head_learning_rate",
     "finetune_spec_augment": "spec_augment",
+    "finetune_dropout": "dropout",
     "seed": "seed",
     "device": "device",
     "pretrain_recipe": "recipe",
@@ -240,8 +242,10 @@ def profile_arguments(profile) -> dict[str, Any]:
 
 
 def _hyperparameters(*, epochs, batch_size, learning_rate, head_learning_rate, weight_decay, warmup_ratio, seed,
-                     mixed_precision, train_split, eval_split, pretrained, spec_augment) -> dict[str, Any]:
-    return {
+                     mixed_precision, train_split, eval_split, pretrained, spec_augment, dropout) -> dict[str, Any]:
+    # dropout is keyed only when set, so that the keys of runs made before it existed stand
+    own_dropout = {} if dropout is None else {"dropout": float(dropout)}
+    return own_dropout | {
         "epochs": float(epochs), "batch_size": int(batch_size), "learning_rate": float(learning_rate),
         "head_learning_rate": None if head_learning_rate is None else float(head_learning_rate),
         "weight_decay": float(weight_decay), "warmup_ratio": float(warmup_ratio), "seed": int(seed),
@@ -261,6 +265,10 @@ def _run_name(model_name: str, task: str, num_layers: int | None) -> str:
     stem = Path(str(model_name)).name.replace("/", "_") or "model"
     depth = "full" if num_layers is None else f"L{num_layers}"
     return f"{stem}-{task}-{depth}"
+
+
+def _cache_run_dir(model_name: str, task: str, num_layers: int | None, key: str) -> Path:
+    return cache_path("runs", f"{_run_name(model_name, task, num_layers)}-{key}")
 
 
 def _split(dataset, split: str):
@@ -349,6 +357,7 @@ def finetune(
     pretrained: bool = True,
     recipe: str | None = None,
     spec_augment: bool = True,
+    dropout: float | None = None,
     mixed_precision: str | None = None,
     train_split: str = "train",
     eval_split: str = "test",
@@ -372,6 +381,8 @@ def finetune(
     ``head_learning_rate`` (default: ``learning_rate``) is the new head's learning rate;
     ``recipe``: a miniature's pretraining recipe (:func:`convexlab.models.load_model`; part of the
     starting weights' key). ``spec_augment`` keeps the model's SpecAugment time masking on while training (HF's default).
+    ``dropout`` sets the model's hidden, attention, activation and head dropout rates while
+    training (None: the checkpoint's own; :func:`convexlab.models.load_model`).
     ``callbacks``: extra ``TrainerCallback``s (not part of the cache key: they must not change
     the result).
     """
@@ -399,11 +410,12 @@ def finetune(
     hyperparameters = _hyperparameters(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, head_learning_rate=head_learning_rate,
         weight_decay=weight_decay, warmup_ratio=warmup_ratio, seed=seed, mixed_precision=mixed_precision,
-        train_split=train_split, eval_split=eval_split, pretrained=pretrained, spec_augment=spec_augment)
+        train_split=train_split, eval_split=eval_split, pretrained=pretrained, spec_augment=spec_augment,
+        dropout=dropout)
     weights = model_key(str(model_name), pretrained=pretrained, seed=seed, recipe=recipe)
     key = _run_key(model=weights, dataset=dataset.content_hash(), task=task, num_layers=num_layers,
                    hyperparameters=hyperparameters, device=device)
-    run_dir = Path(output_dir) if output_dir is not None else cache_path("runs", f"{_run_name(model_name, task, num_layers)}-{key}")
+    run_dir = Path(output_dir) if output_dir is not None else _cache_run_dir(model_name, task, num_layers, key)
     # The main process decides (finished / start or resume) and prepares the folder; the others follow.
     finished = distributed.broadcast_object(_prepare_run_dir(run_dir, key, cache=cache) if distributed.is_main() else None)
     if finished:
@@ -411,7 +423,7 @@ def finetune(
 
     with distributed.main_process_first(device):  # a miniature is pretrained and cached once, by rank 0
         model = load_model(str(model_name), task=task, num_labels=len(label_names), label_names=label_names,
-                           pretrained=pretrained, seed=seed, recipe=recipe, device="cpu")
+                           pretrained=pretrained, seed=seed, recipe=recipe, dropout=dropout, device="cpu")
     n_layers_full = num_transformer_layers(model)
     if num_layers is not None:
         prune(model, num_layers)
@@ -506,13 +518,19 @@ def finetune(
     return result if distributed.is_main() else FinetuneResult.load(run_dir)
 
 
+def _is_finished(run_dir: Path, key: str) -> bool:
+    """Whether ``run_dir`` holds the finished run of ``key``."""
+    marker = run_dir / KEY_FILE
+    return marker.is_file() and load_json(marker) == key and (run_dir / RESULT_FILE).is_file()
+
+
 def _prepare_run_dir(run_dir: Path, key: str, *, cache: bool) -> bool:
     """True if ``run_dir`` holds this run finished; else make it this run's folder (keeping its
     checkpoints if it is this run's, interrupted) and return False. Only the main process calls it."""
+    if cache and _is_finished(run_dir, key):
+        return True
     marker = run_dir / KEY_FILE
     stored_key = load_json(marker) if marker.is_file() else None
-    if cache and stored_key == key and (run_dir / RESULT_FILE).is_file():
-        return True
     if run_dir.is_dir() and stored_key is None and any(run_dir.iterdir()):
         raise ValueError(f"output_dir {run_dir} exists and is not a finetuning run folder; pass a new or empty folder")
     if run_dir.exists() and (not cache or stored_key != key):
@@ -598,7 +616,7 @@ def finetune_for_profile(model_name: str, task: str, profile, *, num_layers: int
                          **overrides: Any) -> FinetuneResult:
     """:func:`finetune` with the data, sizes and hyper-parameters of a :class:`convexlab.Profile`
     (``finetune_epochs``, ``finetune_batch_size``, ``learning_rate``, ``finetune_head_learning_rate``,
-    ``finetune_spec_augment``, ``max_train_per_class``, ``seed``, ``device``, ``pretrain_recipe``); ``overrides`` are passed on to :func:`finetune`. Cached like it."""
+    ``finetune_spec_augment``, ``finetune_dropout``, ``max_train_per_class``, ``seed``, ``device``, ``pretrain_recipe``); ``overrides`` are passed on to :func:`finetune`. Cached like it."""
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     kwargs = profile_arguments(profile) | overrides
     return finetune(model_name, training_dataset(task, profile), num_layers=num_layers, **kwargs)
@@ -621,6 +639,19 @@ def finetune_run_key(model_name: str, task: str, profile, *, num_layers: int | N
     dataset = training_dataset(task, profile)
     return _run_key(model=weights, dataset=dataset.content_hash(), task=_check_task(task), num_layers=num_layers,
                     hyperparameters=hyperparameters, device=kwargs["device"])
+
+
+def cached_run(model_name: str, task: str, profile, *, num_layers: int | None = None,
+               **overrides: Any) -> FinetuneResult | None:
+    """The finished run :func:`finetune_for_profile` would return from its cache, or None if it would train.
+
+    Only for runs in the cache (``output_dir`` not among ``overrides``); trains and loads nothing.
+    """
+    if "output_dir" in overrides:
+        raise ValueError("cached_run() looks in the cache only; a run with its own output_dir is not there")
+    key = finetune_run_key(model_name, task, profile, num_layers=num_layers, **overrides)
+    run_dir = _cache_run_dir(model_name, _check_task(task), num_layers, key)
+    return FinetuneResult.load(run_dir) if _is_finished(run_dir, key) else None
 
 
 def finetuned_layer_embeddings(result_or_path: FinetuneResult | str | os.PathLike, dataset, *,

@@ -49,6 +49,7 @@ from convexlab._knn import as_float64_matrix
 from convexlab.convexity import best_layer, euclidean_convexity, layerwise_convexity, pruning_depth
 from convexlab.finetune import FinetuneResult, finetune_for_profile
 from convexlab.models import load_model
+from convexlab.parallel import FinetuneJob, finetune_runs
 from convexlab.profiles import Profile, get_profile
 from convexlab.prune import num_transformer_layers, prune
 from convexlab.timing import compare_depths, flops_per_clip
@@ -331,15 +332,19 @@ def pruning_frontier(
     asked = None if depths is None else sorted({int(d) for d in depths})
     if asked is not None and any(d < 1 for d in asked):
         raise ValueError(f"depths {[d for d in asked if d < 1]} lie outside 1..L: at least one layer is kept.")
-    rows, full_run, n_layers = [], None, None
+    # the full model's depth L is known once its run exists: no extra model load
+    full_run = _finetune_depth(model_name, task, profile, depth=None, seed=seeds[0], overrides=overrides)
+    n_layers = full_run.num_layers
+    bad = [d for d in asked or () if d > n_layers]
+    if bad:
+        raise ValueError(f"depths {bad} lie outside 1..{n_layers}, the layers {model_name} has.")
+    depths = sorted(set(asked if asked is not None else range(1, n_layers + 1)) | {n_layers})
+    # the other runs train side by side (convexlab.parallel), the deepest, slowest ones first
+    finetune_runs([FinetuneJob(model_name, task, None if d == n_layers else d, overrides | {"seed": seed})
+                   for d in reversed(depths) for seed in seeds], profile, progress=overrides.get("progress"))
+    rows = []
     for seed in seeds:
         full = _finetune_depth(model_name, task, profile, depth=None, seed=seed, overrides=overrides)
-        if full_run is None:  # the full model's depth L is known once its run exists: no extra model load
-            full_run, n_layers = full, full.num_layers
-            bad = [d for d in asked or () if d > n_layers]
-            if bad:
-                raise ValueError(f"depths {bad} lie outside 1..{n_layers}, the layers {model_name} has.")
-            depths = sorted(set(asked if asked is not None else range(1, n_layers + 1)) | {n_layers})
         rows += [_run_row(_finetune_depth(model_name, task, profile, depth=d, seed=seed, overrides=overrides),
                           depth=d, seed=seed) for d in depths if d < n_layers]
         rows.append(_run_row(full, depth=n_layers, seed=seed))

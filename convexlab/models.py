@@ -218,11 +218,19 @@ def _model_class(task: str | None, num_labels: int | None):
     return AutoModelForAudioClassification
 
 
+# the dropout rates a finetuning run may set; every family's config has all four
+DROPOUT_CONFIG_FIELDS = ("hidden_dropout", "attention_dropout", "activation_dropout", "final_dropout")
+
+
 def _config_overrides(
     base_layers: int, *, num_layers: int | None, task: str | None, num_labels: int | None,
-    label_names: Sequence[str] | None,
+    label_names: Sequence[str] | None, dropout: float | None = None,
 ) -> dict:
     overrides: dict = {"layerdrop": 0.0}
+    if dropout is not None:
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout={dropout} is not a rate; pass a value in [0, 1) or None (the checkpoint's own)")
+        overrides.update({name: float(dropout) for name in DROPOUT_CONFIG_FIELDS})
     if num_layers is not None:
         if not 1 <= num_layers <= base_layers:
             raise ValueError(
@@ -260,6 +268,7 @@ def load_model(
     label_names: Sequence[str] | None = None,
     revision: str | None = None,
     recipe: str | None = None,
+    dropout: float | None = None,
 ) -> PreTrainedModel:
     """Load a model in eval mode with layerdrop 0.
 
@@ -272,7 +281,9 @@ def load_model(
     ``seed`` (the same seed gives the same weights, and ``num_layers=L`` gives exactly the first L
     layers of the full random model). ``recipe`` names the miniature's pretraining recipe
     (:mod:`convexlab.recipes`; None: ``PretrainConfig``'s defaults, as ``"synthetic-v1"``), which also
-    sets its size, random weights included; other models ignore it. Hub checkpoints honour ``HF_HUB_OFFLINE``; one that cannot be
+    sets its size, random weights included; other models ignore it. ``dropout`` sets every dropout rate of
+    :data:`DROPOUT_CONFIG_FIELDS` in the config the model is built from (None: the checkpoint's own).
+    Hub checkpoints honour ``HF_HUB_OFFLINE``; one that cannot be
     found raises :class:`CheckpointUnavailableError` saying how to provide it.
     """
     dtype = torch_dtype(dtype)
@@ -281,9 +292,8 @@ def load_model(
     if name in MINIATURE_NAMES:
         family = MINIATURE_NAMES[name]
         config = recipe_miniature_config(family, recipe)
-        overrides = _config_overrides(
-            config.num_hidden_layers, num_layers=num_layers, task=task, num_labels=num_labels, label_names=label_names
-        )
+        overrides = _config_overrides(config.num_hidden_layers, num_layers=num_layers, task=task,
+                                      num_labels=num_labels, label_names=label_names, dropout=dropout)
         folder = _pretrained_miniature(family, seed=seed, recipe=recipe) if pretrained else None
         if folder is None:
             model = _random_model(model_class, config, overrides, seed=seed)
@@ -292,10 +302,10 @@ def load_model(
         name = str(folder)
     elif not pretrained:
         return _finish(_random_from_checkpoint_config(name, model_class, num_layers, task, num_labels, label_names,
-                                                      seed=seed, revision=revision), device, dtype)
+                                                      seed=seed, revision=revision, dropout=dropout), device, dtype)
     with transformers_bars():
         model = _from_pretrained(name, model_class, num_layers=num_layers, task=task, num_labels=num_labels,
-                                 label_names=label_names, dtype=dtype, revision=revision)
+                                 label_names=label_names, dtype=dtype, revision=revision, dropout=dropout)
     return _finish(model, device, dtype)
 
 
@@ -410,7 +420,7 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
 
 
-def _from_pretrained(name, model_class, *, num_layers, task, num_labels, label_names, dtype, revision):
+def _from_pretrained(name, model_class, *, num_layers, task, num_labels, label_names, dtype, revision, dropout=None):
     if not _is_local(name) and _looks_like_path(name):
         raise FileNotFoundError(
             f"Model folder {name!r} does not exist. Pass an existing save_pretrained folder, a hub id such as "
@@ -425,9 +435,8 @@ def _from_pretrained(name, model_class, *, num_layers, task, num_labels, label_n
             )
     try:
         config = AutoConfig.from_pretrained(name, revision=revision)
-        overrides = _config_overrides(
-            config.num_hidden_layers, num_layers=num_layers, task=task, num_labels=num_labels, label_names=label_names
-        )
+        overrides = _config_overrides(config.num_hidden_layers, num_layers=num_layers, task=task,
+                                      num_labels=num_labels, label_names=label_names, dropout=dropout)
         for key, value in overrides.items():
             setattr(config, key, value)
         with _quiet_transformers():
@@ -439,7 +448,8 @@ def _from_pretrained(name, model_class, *, num_layers, task, num_labels, label_n
         raise CheckpointUnavailableError(_unavailable_message(name, err)) from err
 
 
-def _random_from_checkpoint_config(name, model_class, num_layers, task, num_labels, label_names, *, seed, revision):
+def _random_from_checkpoint_config(name, model_class, num_layers, task, num_labels, label_names, *, seed, revision,
+                                   dropout=None):
     """Random weights with a hub checkpoint's architecture (its config only is fetched)."""
     try:
         config = AutoConfig.from_pretrained(name, revision=revision)
@@ -447,9 +457,8 @@ def _random_from_checkpoint_config(name, model_class, num_layers, task, num_labe
         if _is_local(name):
             raise
         raise CheckpointUnavailableError(_unavailable_message(name, err)) from err
-    overrides = _config_overrides(
-        config.num_hidden_layers, num_layers=num_layers, task=task, num_labels=num_labels, label_names=label_names
-    )
+    overrides = _config_overrides(config.num_hidden_layers, num_layers=num_layers, task=task,
+                                  num_labels=num_labels, label_names=label_names, dropout=dropout)
     model = _random_model(model_class, config, overrides, seed=seed)
     model.config._name_or_path = name
     return model

@@ -39,6 +39,7 @@ from convexlab.extract import EXTRACT_VERSION, layer_embeddings
 from convexlab.families import TASKS
 from convexlab.finetune import finetune_for_profile, finetune_run_key, finetuned_layer_embeddings
 from convexlab.models import family_or_name, load_model
+from convexlab.parallel import FinetuneJob, finetune_runs
 from convexlab.profiles import Profile, get_profile
 from convexlab.recipes import recipe_spec
 from convexlab.reported import paper_best_layers, paper_table
@@ -59,6 +60,7 @@ __all__ = [
     "concept_labels",
     "model_embeddings",
     "finetuned_model",
+    "finetuned_models",
     "convexity_by_layer",
     "all_models_convexity",
     "best_layers",
@@ -209,6 +211,15 @@ def finetuned_model(model_name: str, task: str, profile: Profile | str, *, num_l
     return finetune_for_profile(model_name, _check_concept(task), as_profile(profile), num_layers=num_layers)
 
 
+def finetuned_models(profile: Profile | str, *, models: Sequence[str] | None = None,
+                     tasks: Sequence[str] = CONCEPTS) -> list:
+    """:func:`finetuned_model` of every model (default: the profile's) on every task, model by
+    model; the runs not cached yet train side by side (:func:`convexlab.parallel.finetune_runs`)."""
+    profile = as_profile(profile)
+    models = list(models) if models is not None else list(profile.models)
+    return finetune_runs([FinetuneJob(model, _check_concept(task)) for model in models for task in tasks], profile)
+
+
 def model_embeddings(model_name: str, dataset: Any, profile: Profile | str, *, stage: str = "pretrained",
                      task: str | None = None):
     """Layer-wise mean-pooled embeddings, a :class:`convexlab.extract.LayerEmbeddings`.
@@ -344,12 +355,14 @@ def pruning_results(profile: Profile | str, *, tasks: Sequence[str] = CONCEPTS) 
     parameters_change and flops_change (relative). Changes are fractions, not percent.
     """
     profile = as_profile(profile)
+    layers = {(model, task): choose_layer(model, task, profile) for model in profile.models for task in tasks}
+    # every full and pruned run first, side by side; then the comparisons, timed one at a time
+    finetune_runs([FinetuneJob(model, task, depth) for (model, task), layer in layers.items()
+                   for depth in (None, layer)], profile)
     rows = []
-    for model in profile.models:
-        for task in tasks:
-            layer = choose_layer(model, task, profile)
-            comparison = compare_pruned(model, task, layer, profile=profile)
-            rows.append({"model": model, "family": family_or_name(model), "task": task, **comparison_row(comparison)})
+    for (model, task), layer in layers.items():
+        comparison = compare_pruned(model, task, layer, profile=profile)
+        rows.append({"model": model, "family": family_or_name(model), "task": task, **comparison_row(comparison)})
     return pd.DataFrame(rows)
 
 

@@ -265,9 +265,18 @@ def test_frontier_runs_each_depth_on_the_same_batches_and_caches_them(tiny_profi
         return original(*args, **kwargs)
 
     monkeypatch.setattr(F, "finetune_for_profile", spy)
+    jobs = []
+    original_runs = F.finetune_runs
+
+    def spy_runs(job_list, *args, **kwargs):
+        jobs.extend(job_list)
+        return original_runs(job_list, *args, **kwargs)
+
+    monkeypatch.setattr(F, "finetune_runs", spy_runs)
     settings = dict(depths=(1, 3), pretrained=False, progress=False)
     first = F.pruning_frontier("mini-wav2vec2", "word", tiny_profile, **settings)
-    assert calls == [None, 1, 3]  # the full model (depth L = 6) runs first, unpruned
+    assert calls[0] is None  # the full model (depth L = 6) runs first, unpruned: it gives L
+    assert [job.num_layers for job in jobs] == [None, 3, 1]  # then every run side by side, the deepest first
     assert list(first.table["depth"]) == [1, 3, 6] and first.n_layers == 6
     assert first.runs["batch_ids_digest"].nunique() == 1
     assert first.table["n_parameters"].is_monotonic_increasing

@@ -295,7 +295,7 @@ def test_every_profile_names_a_known_recipe():
 
 def test_lite_spoken_is_lite_in_the_committed_recipes_world():
     """lite-spoken changes only the world (the recipe's analysis corpus and the recipe) and the
-    finetuning learning rate and clips; its seed is the one whose weights are committed, so it never pretrains."""
+    finetuning learning rate, clips and dropout; its seed is the one whose weights are committed, so it never pretrains."""
     from convexlab.profiles import get_profile
 
     lite, spoken = get_profile("lite"), get_profile("lite-spoken")
@@ -303,7 +303,8 @@ def test_lite_spoken_is_lite_in_the_committed_recipes_world():
     assert spoken.pretrain_recipe == COMMITTED_RECIPE
     assert {k: getattr(spoken, k) for k in spec.analysis} == spec.analysis
     changed = {k for k, v in spoken.to_dict().items() if lite.to_dict()[k] != v}
-    assert {"name", "corpus", "pretrain_recipe"} <= changed <= {"name", "pretrain_recipe", "learning_rate", "max_train_per_class"} | set(spec.analysis)
+    assert {"name", "corpus", "pretrain_recipe"} <= changed <= {"name", "pretrain_recipe", "learning_rate", "max_train_per_class",
+                                                          "finetune_dropout"} | set(spec.analysis)
     for family in FAMILIES:
         config, model_config = recipe_configs(spoken.pretrain_recipe, family)
         assert committed_pretrained(family, seed=spoken.seed, config=config, model_config=model_config) is not None
