@@ -27,7 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("extract", "prune"),
     ("convexity", "timing"),
     ("finetune", "tables"),  # tables: pure reshaping of the experiments' tables (convexity, timing)
-    ("compare", "toys"),
+    ("compare", "toys", "parallel"),  # parallel: finetune runs side by side, for frontier and pipeline
     ("frontier",),
     ("plots",),
     ("pipeline",),
