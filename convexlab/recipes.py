@@ -99,6 +99,15 @@ RECIPES["spoken-v5"] = replace(
     families={family: {**fields, "iteration2_steps": 3000} if family in ("hubert", "wavlm") else fields
               for family, fields in RECIPES["spoken-v4"].families.items()},
 )
+
+
+def _second_iteration_variant(base: str, name: str, description: str, **changes: Any) -> PretrainRecipe:
+    """Recipe ``base`` with ``changes`` to the fields of every family that has a second iteration."""
+    return replace(RECIPES[base], name=name, description=description,
+                   families={family: {**fields, **changes} if "iteration2_steps" in fields else fields
+                             for family, fields in RECIPES[base].families.items()})
+
+
 # Two one-field variants of spoken-v5, registered before any run of them. On spoken-v5 the failing
 # masked-prediction runs (HuBERT seed 2, WavLM seeds 1 and 2) fail one way: the word curve climbs
 # to the last layer by 0.002-0.018. A second-iteration model's top layers are shaped by its targets,
@@ -108,34 +117,28 @@ RECIPES["spoken-v5"] = replace(
 # Measured over 3 seeds (docs/offline-world.md): HuBERT holds in 3 of 3 under both; WavLM in 1 of 3 under
 # both on one machine (spoken-v6: 2 of 3 on another), so neither meets the goal robustly; spoken-v6's
 # seed-0 models are the committed weights
-RECIPES["spoken-v6"] = replace(
-    RECIPES["spoken-v5"],
-    name="spoken-v6",
-    description=("spoken-v5 with the second iteration's targets from a lower layer: k-means (100 clusters) "
-                 "of the first model's layer 4 instead of 6"),
-    families={family: {**fields, "iteration2_layer": 4} if "iteration2_steps" in fields else fields
-              for family, fields in RECIPES["spoken-v5"].families.items()},
+RECIPES["spoken-v6"] = _second_iteration_variant(
+    "spoken-v5", "spoken-v6",
+    ("spoken-v5 with the second iteration's targets from a lower layer: k-means (100 clusters) "
+     "of the first model's layer 4 instead of 6"),
+    iteration2_layer=4,
 )
-RECIPES["spoken-v7"] = replace(
-    RECIPES["spoken-v5"],
-    name="spoken-v7",
-    description=("spoken-v5 with finer second-iteration targets: k-means with 500 clusters (HuBERT Base's "
-                 "count) of the first model's layer 6 instead of 100"),
-    families={family: {**fields, "iteration2_clusters": 500} if "iteration2_steps" in fields else fields
-              for family, fields in RECIPES["spoken-v5"].families.items()},
+RECIPES["spoken-v7"] = _second_iteration_variant(
+    "spoken-v5", "spoken-v7",
+    ("spoken-v5 with finer second-iteration targets: k-means with 500 clusters (HuBERT Base's "
+     "count) of the first model's layer 6 instead of 100"),
+    iteration2_clusters=500,
 )
 # Both changes at once, registered before any run of it: under spoken-v6 and spoken-v7 HuBERT holds in
 # 3 of 3 seeds and WavLM in 1 of 3, its word curve still climbing to the last layer; 500 clusters made
 # the speaker curve fall more steeply and the top layers more word-convex. Whether the two together
-# turn WavLM's word curve down before the top is the question; run first for WavLM, the family in question
+# turn WavLM's word curve down before the top is the question; run first for WavLM, the family in question.
 # Measured (docs/offline-world.md): WavLM 3 of 3, HuBERT 1 of 3 (words at the last layer in seeds 1 and 2)
-RECIPES["spoken-v8"] = replace(
-    RECIPES["spoken-v5"],
-    name="spoken-v8",
-    description=("spoken-v5 with the second iteration on 500 k-means clusters of the first model's layer 4 "
-                 "(spoken-v6's layer and spoken-v7's cluster count)"),
-    families={family: {**fields, "iteration2_layer": 4, "iteration2_clusters": 500} if "iteration2_steps" in fields
-              else fields for family, fields in RECIPES["spoken-v5"].families.items()},
+RECIPES["spoken-v8"] = _second_iteration_variant(
+    "spoken-v5", "spoken-v8",
+    ("spoken-v5 with the second iteration on 500 k-means clusters of the first model's layer 4 "
+     "(spoken-v6's layer and spoken-v7's cluster count)"),
+    iteration2_layer=4, iteration2_clusters=500,
 )
 
 
