@@ -3,9 +3,10 @@
 Randomly initialised miniatures have no learned hierarchy, so their convexity curves teach
 nothing. Here each family's miniature architecture is pretrained with that family's own
 objective (:mod:`convexlab.objectives`) on a *pretraining* corpus (synthetic, or spoken with
-``PretrainConfig(corpus="spoken")``): the same words as the analysis corpus, but other speakers
-(their ids carry ``speaker_prefix``) and other repetitions (another generator seed), so no
-analysed clip or speaker was seen in pretraining.
+``PretrainConfig(corpus="spoken")``): the same words as the analysis corpus (spoken: and, with
+``n_other_words``, other English words besides), but other speakers (their ids carry
+``speaker_prefix``) and other repetitions (another generator seed), so no analysed clip or
+speaker was seen in pretraining.
 
 The result is an ordinary Hugging Face model folder in the cache,
 ``cache_path("pretrained", f"{family}-{key}-seed{seed}")``, where ``key`` hashes the model
@@ -132,7 +133,7 @@ class PretrainConfig:
     iteration2_steps: int = 0  # optimizer updates of the second iteration (0: first iteration only)
     iteration2_layer: int | None = None  # hidden_states index clustered (None: the middle layer, L // 2)
     iteration2_clusters: int = 100  # k-means clusters of those features
-    # pretraining corpus: same words as the analysis corpus, disjoint speakers and repetitions
+    # pretraining corpus: the analysis corpus's words (and n_other_words), disjoint speakers and repetitions
     corpus: str = "synthetic"  # "synthetic" (convexlab.synth) or "spoken" (convexlab.spoken, espeak-ng)
     n_words: int = 12  # words (must match the analysis corpus; spoken: the first n_words of its 35)
     n_speakers: int = 24  # pretraining speakers
@@ -140,12 +141,19 @@ class PretrainConfig:
     corpus_seed: int = 1_000_003  # generator seed, unlike any analysis seed
     speaker_prefix: str = "pretrain"  # speaker-id prefix, unlike the analysis corpus's
     speaking_rate: tuple[int, int] = (130, 210)  # spoken: words per minute speakers' rates are drawn from
+    # spoken: this many words of spoken.OTHER_WORDS besides the analysis words, a broader vocabulary
+    # in which those are a minority (as the Speech Commands words are in real pretraining data)
+    n_other_words: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "speaking_rate", spoken.check_speaking_rate(self.speaking_rate))  # JSON gives lists
         if self.corpus != "spoken" and self.speaking_rate != spoken.DEFAULT_SPEAKING_RATE:
             raise ValueError(f"speaking_rate={self.speaking_rate} is a spoken-corpus setting but corpus={self.corpus!r}; "
                              "use corpus='spoken' or leave speaking_rate at its default")
+        if self.corpus != "spoken" and self.n_other_words:
+            raise ValueError(f"n_other_words={self.n_other_words} is a spoken-corpus setting but corpus={self.corpus!r}; "
+                             "use corpus='spoken' or n_other_words=0")
+        spoken.spoken_words(None, self.n_other_words)  # ValueError naming the range
         if self.target_normalisation not in TARGET_NORMALISATIONS:
             raise ValueError(f"target_normalisation={self.target_normalisation!r}; use 'corpus' or 'utterance' (per utterance)")
         if self.silence_target not in ("ignore", "class"):
@@ -187,7 +195,8 @@ def pretraining_waveforms(config: PretrainConfig = PretrainConfig()) -> np.ndarr
     if config.corpus not in ("synthetic", "spoken"):
         raise ValueError(f"Unknown pretraining corpus {config.corpus!r}; use 'synthetic' or 'spoken'")
     generate = synthetic_corpus if config.corpus == "synthetic" else spoken_corpus
-    spoken_only = {"speaking_rate": config.speaking_rate} if config.corpus == "spoken" else {}
+    spoken_only = ({"speaking_rate": config.speaking_rate, "n_other_words": config.n_other_words}
+                   if config.corpus == "spoken" else {})
     root = generate(
         n_words=config.n_words,
         n_speakers=config.n_speakers,
@@ -454,7 +463,7 @@ def _key_dict(config: PretrainConfig) -> dict[str, Any]:
 
 # fields added after models were cached: hashed only when not at their default, so older keys stand
 _FIELDS_KEYED_WHEN_SET = {"corpus": "synthetic", "target_normalisation": "corpus", "target_silence_db": None,
-                          "silence_target": "ignore", "speaking_rate": (130, 210)}
+                          "silence_target": "ignore", "speaking_rate": (130, 210), "n_other_words": 0}
 
 
 def pretrained_path(
@@ -481,7 +490,7 @@ def recipe_configs(recipe: str, family: str) -> tuple[PretrainConfig, Pretrained
     """The ``(PretrainConfig, model config)`` of one family under a named recipe (:mod:`convexlab.recipes`)."""
     family = _family_name(family)
     spec = recipe_spec(recipe)
-    config = PretrainConfig().replace(**spec.common, **spec.families.get(family, {}))
+    config = PretrainConfig().replace(**{**spec.common, **spec.families.get(family, {})})
     return config, recipe_miniature_config(family, recipe)
 
 

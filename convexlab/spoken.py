@@ -58,6 +58,7 @@ __all__ = [
     "DEFAULT_SPEAKING_RATE",
     "ESPEAK_MIN_RATE",
     "WORDS",
+    "OTHER_WORDS",
     "ACCENTS",
     "VARIANTS",
     "EspeakError",
@@ -82,6 +83,23 @@ WORDS = (
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
     "bed", "bird", "cat", "dog", "happy", "house", "marvin", "sheila", "tree", "wow",
     "backward", "forward", "follow", "learn", "visual",
+)  # fmt: skip
+# Common English words that are none of the 35 (no homophone or inflection of one either), mostly of
+# one or two syllables so that they fit a one-second clip at slow rates. A pretraining corpus may add
+# the first n_other_words of them: real models are pretrained on a broad vocabulary in which the
+# Speech Commands words are a small minority, not on those 35 words alone.
+OTHER_WORDS = (
+    "water", "paper", "window", "garden", "table", "chair", "apple", "orange", "yellow", "purple",
+    "green", "blue", "black", "white", "red", "brown", "money", "music", "letter", "mother",
+    "father", "sister", "brother", "people", "friend", "morning", "evening", "night", "summer", "winter",
+    "river", "mountain", "island", "city", "village", "street", "doctor", "teacher", "question", "answer",
+    "problem", "picture", "story", "kitchen", "market", "corner", "middle", "little", "always", "never",
+    "often", "maybe", "very", "under", "again", "open", "close", "begin", "finish", "carry",
+    "listen", "travel", "wonder", "bread", "cheese", "milk", "butter", "sugar", "salt", "fish",
+    "horse", "mouse", "rabbit", "monkey", "tiger", "lion", "snake", "flower", "grass", "stone",
+    "sand", "cloud", "rain", "snow", "wind", "fire", "light", "dark", "warm", "cold",
+    "quick", "slow", "small", "large", "long", "short", "heavy", "empty", "clean", "dirty",
+    "quiet", "loud", "simple", "careful", "strong",
 )  # fmt: skip
 # espeak-ng's English voices (espeak-ng 1.52 names; "en" is British English)
 ACCENTS = ("en", "en-us", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
@@ -133,13 +151,16 @@ class Speaker:
         return f"{self.accent}+{self.variant}"
 
 
-def spoken_words(n_words: int | None = None) -> tuple[str, ...]:
-    """The first ``n_words`` of :data:`WORDS` (all 35 for ``None``): core words first."""
+def spoken_words(n_words: int | None = None, n_other_words: int = 0) -> tuple[str, ...]:
+    """The first ``n_words`` of :data:`WORDS` (all 35 for ``None``; core words first), then the first
+    ``n_other_words`` of :data:`OTHER_WORDS`."""
+    if not 0 <= n_other_words <= len(OTHER_WORDS):
+        raise ValueError(f"n_other_words={n_other_words} must be between 0 and {len(OTHER_WORDS)} (the words of OTHER_WORDS)")
     if n_words is None:
-        return WORDS
+        return WORDS + OTHER_WORDS[:n_other_words]
     if not 2 <= n_words <= len(WORDS):
         raise ValueError(f"n_words={n_words} must be between 2 and {len(WORDS)} (the Speech Commands v0.02 words)")
-    return WORDS[:n_words]
+    return WORDS[:n_words] + OTHER_WORDS[:n_other_words]
 
 
 def check_speaking_rate(speaking_rate) -> tuple[int, int]:
@@ -372,13 +393,15 @@ def generate_corpus(
     seed: int = 0,
     speaker_prefix: str = "e",
     speaking_rate: tuple[int, int] = DEFAULT_SPEAKING_RATE,
+    n_other_words: int = 0,
     validation_fraction: float = 0.1,
     test_fraction: float = 0.1,
     progress: bool | None = None,
 ) -> Path:
     """Write a spoken corpus into ``root`` in the Speech Commands layout; returns ``root``.
 
-    ``n_words`` words of :data:`WORDS` (``None``: all 35) x ``n_speakers`` x ``n_repetitions``
+    ``n_words`` words of :data:`WORDS` (``None``: all 35; plus the first ``n_other_words`` of
+    :data:`OTHER_WORDS`, a pretraining corpus's broader vocabulary) x ``n_speakers`` x ``n_repetitions``
     clips ``<root>/<word>/<speaker>_nohash_<n>.wav`` (16-bit, 16 kHz, mono, one second),
     ``validation_list.txt``/``testing_list.txt`` (whole speakers) and ``corpus.json`` (the
     parameters and the speakers), written last. Speakers' rates are drawn from ``speaking_rate``
@@ -388,7 +411,7 @@ def generate_corpus(
     if n_repetitions < 1:
         raise ValueError(f"n_repetitions={n_repetitions} must be at least 1")
     root = Path(root)
-    words = spoken_words(n_words)
+    words = spoken_words(n_words, n_other_words)
     speakers = draw_speakers(n_speakers, seed=seed, speaker_prefix=speaker_prefix, speaking_rate=speaking_rate)
     library, data = espeak_paths()
     split = _split_of_speakers([s.speaker_id for s in speakers], validation_fraction=validation_fraction,
@@ -428,8 +451,9 @@ def generate_corpus(
             "generator": "convexlab.spoken",
             "version": SPOKEN_VERSION,
             "espeakng_loader": espeak_loader_version(),
-            "params": dict(n_words=len(words), n_speakers=n_speakers, n_repetitions=n_repetitions, seed=seed,
+            "params": dict(n_words=len(words) - n_other_words, n_speakers=n_speakers, n_repetitions=n_repetitions, seed=seed,
                            speaker_prefix=speaker_prefix, speaking_rate=list(speaking_rate),
+                           **({"n_other_words": n_other_words} if n_other_words else {}),
                            validation_fraction=validation_fraction, test_fraction=test_fraction),
             "words": list(words),
             "clips_cut": n_cut,  # words longer than the clip, cut with a fade
@@ -455,23 +479,27 @@ def spoken_corpus(
     seed: int = 0,
     speaker_prefix: str = "e",
     speaking_rate: tuple[int, int] = DEFAULT_SPEAKING_RATE,
+    n_other_words: int = 0,
     progress: bool | None = None,
 ) -> Path:
     """The spoken corpus for these parameters, generated into the cache on first use.
 
     Lives in ``cache_path("corpora", ...)`` under a key of the whole spec, :data:`SPOKEN_VERSION`
-    and the espeakng-loader version (``speaking_rate`` only when it is not the default, so the
-    corpora cached before it existed keep their keys); written to a temporary folder and moved into place when
+    and the espeakng-loader version (``speaking_rate`` and ``n_other_words`` only when they are not
+    their defaults, so the corpora cached before they existed keep their keys); written to a temporary folder and moved into place when
     complete, so an interrupted generation leaves nothing and is simply redone.
     """
     words = spoken_words(n_words)
+    spoken_words(n_words, n_other_words)  # checks n_other_words before anything is cached
     params = dict(n_words=len(words), n_speakers=n_speakers, n_repetitions=n_repetitions, seed=seed,
                   speaker_prefix=speaker_prefix)
     speaking_rate = check_speaking_rate(speaking_rate)
     if speaking_rate != DEFAULT_SPEAKING_RATE:
         params["speaking_rate"] = speaking_rate
+    if n_other_words:
+        params["n_other_words"] = n_other_words
     key = stable_hash("spoken-corpus", SPOKEN_VERSION, espeak_loader_version(), params)
-    path = cache_path("corpora", f"spoken-{len(words)}w-{n_speakers}s-{n_repetitions}r-seed{seed}-{key}")
+    path = cache_path("corpora", f"spoken-{len(words) + n_other_words}w-{n_speakers}s-{n_repetitions}r-seed{seed}-{key}")
     if (path / "corpus.json").is_file():
         return path
     with atomic_dir(path, marker="corpus.json") as tmp:

@@ -109,6 +109,27 @@ def test_spoken_v4_slows_the_words_of_both_corpora_only():
         assert _key("spoken-v4", family) != _key("spoken-v1", family)
 
 
+def test_spoken_v9_broadens_only_the_masked_prediction_families_pretraining_words():
+    """spoken-v9 is spoken-v6 with 105 other words in HuBERT's and WavLM's pretraining corpus; the
+    contrastive families keep spoken-v4's models, key for key, and the analysis corpus is unchanged."""
+    assert recipe_spec("spoken-v9").analysis == recipe_spec("spoken-v6").analysis
+    for family in FAMILIES:
+        v6, v6_model = recipe_configs("spoken-v6", family)
+        v9, v9_model = recipe_configs("spoken-v9", family)
+        assert v9_model.to_dict() == v6_model.to_dict()
+        if family in ("hubert", "wavlm"):
+            assert v9 == v6.replace(n_other_words=105) and _key("spoken-v9", family) != _key("spoken-v6", family)
+        else:
+            assert v9 == v6 and _key("spoken-v9", family) == _key("spoken-v4", family)
+
+
+def test_a_family_field_overrides_a_common_one(monkeypatch):
+    spec = dataclasses.replace(recipe_spec("spoken-v1"), name="override", families={"hubert": {"n_speakers": 7}})
+    monkeypatch.setitem(RECIPES, "override", spec)
+    assert recipe_configs("override", "hubert")[0].n_speakers == 7
+    assert recipe_configs("override", "wavlm")[0].n_speakers == 60
+
+
 def test_a_speaking_rate_on_the_synthetic_corpus_is_refused():
     profile = get_profile("lite", speaking_rate=(45, 75))
     with pytest.raises(ValueError, match="only the spoken corpus"):

@@ -59,6 +59,45 @@ def test_words_are_the_speech_commands_vocabulary():
         spoken.spoken_words(36)
 
 
+def test_other_words_broaden_the_vocabulary_without_touching_the_35():
+    other = spoken.OTHER_WORDS
+    assert len(other) == len(set(other)) == 105 and not set(other) & set(spoken.WORDS)
+    # no inflection of one of the 35 and no homophone that espeak-ng would say the same way
+    homophones = {"know", "for", "four", "fore", "to", "too", "won", "ate", "write", "rite", "tree", "three"}
+    assert not set(other) & (homophones - set(spoken.WORDS))
+    assert not [w for w in other for c in spoken.WORDS if len(c) > 2 and w.startswith(c)]
+    assert spoken.spoken_words(3, 2) == ("yes", "no", "up", "water", "paper")
+    assert spoken.spoken_words(None, 105) == spoken.WORDS + other
+    assert spoken.spoken_words(3, 0) == spoken.spoken_words(3)
+    for bad in (-1, 106):
+        with pytest.raises(ValueError, match="n_other_words"):
+            spoken.spoken_words(3, bad)
+
+
+def test_other_words_are_keyed_only_when_added_and_written_in_the_same_layout(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONVEXLAB_CACHE", str(tmp_path))
+    small = dict(n_words=2, n_speakers=2, n_repetitions=1, progress=False)
+    path = spoken.spoken_corpus(seed=0, **small)
+    assert spoken.spoken_corpus(seed=0, n_other_words=0, **small) == path
+    broad = spoken.spoken_corpus(seed=0, n_other_words=2, **small)
+    assert broad != path and broad.name.startswith("spoken-4w-")
+    assert sorted(set(word_task(broad).words)) == sorted(spoken.spoken_words(2, 2))
+    # the analysis words are the same clips, byte for byte: the other words only add folders
+    assert {k: v for k, v in _digest(broad).items() if k.endswith(".wav") and k.split("/")[0] in ("yes", "no")} == \
+        {k: v for k, v in _digest(path).items() if k.endswith(".wav")}
+    params = json.loads((broad / "corpus.json").read_text())["params"]
+    assert (params["n_words"], params["n_other_words"]) == (2, 2)
+    assert "n_other_words" not in json.loads((path / "corpus.json").read_text())["params"]
+    plain = PretrainConfig(corpus="spoken", n_words=2, n_speakers=2, n_repetitions=1)
+    assert pretrained_path("hubert", config=plain) == pretrained_path("hubert", config=plain.replace(n_other_words=0))
+    assert pretrained_path("hubert", config=plain) != pretrained_path("hubert", config=plain.replace(n_other_words=2))
+    assert pretraining_waveforms(plain.replace(n_other_words=2)).shape == (8, 16_000)
+    with pytest.raises(ValueError, match="corpus='spoken'"):
+        PretrainConfig(n_other_words=5)  # the synthetic corpus has no other words
+    with pytest.raises(ValueError, match="n_other_words"):
+        PretrainConfig(corpus="spoken", n_other_words=200)
+
+
 def test_every_variant_and_accent_exists_in_the_installed_data():
     _, data = spoken.espeak_paths()
     variants = Path(data) / "voices" / "!v"
