@@ -144,13 +144,14 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, *, marker: str | None = None) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, *, marker: str | None = None, replace: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; move it onto ``path`` only on success.
 
     Several processes may build the same keyed result at once (two chapters, two ranks of a
     launcher): the first to finish publishes it, and a later one drops its own copy instead of
     deleting a folder that others may be reading. ``marker``: the file a complete result holds; a
-    folder at ``path`` without it (left by hand or by an old version) is replaced.
+    folder at ``path`` without it (left by hand or by an old version) is replaced. ``replace``:
+    the last to finish wins instead, for an explicit rewrite (an export) rather than a cache.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,7 +159,7 @@ def atomic_dir(path: str | os.PathLike, *, marker: str | None = None) -> Iterato
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary folder
     try:
         yield tmp
-        if path.exists() and marker is not None and not (path / marker).exists():
+        if path.exists() and (replace or (marker is not None and not (path / marker).exists())):
             stale = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".stale"))
             os.replace(path, stale / "old")
             shutil.rmtree(stale, ignore_errors=True)

@@ -512,7 +512,9 @@ def export_pretrained(path: str | Path, destination: str | Path = COMMITTED_WEIG
 
     The copy keeps only what loading needs (``config.json``, the safetensors weights and
     ``training_log.json``, its numbers to 6 significant digits) and adds ``provenance.json``: the ``recipe`` it was made with, its
-    family, seed and objective version, and the command that remakes it. Written atomically.
+    family, seed and objective version, and the command that remakes it. Written atomically; an
+    earlier export of the same key in ``destination`` (the same model, perhaps under another recipe
+    name with the same fields) is replaced, so its provenance always names the last export's recipe.
     Returns the new folder.
     """
     path = Path(path)
@@ -525,7 +527,8 @@ def export_pretrained(path: str | Path, destination: str | Path = COMMITTED_WEIG
     if pretrained_path(log["family"], seed=log["seed"], config=config, model_config=model_config).name != path.name:
         raise ValueError(f"{path} was not made by recipe {recipe!r} (its key differs); export it under the recipe that made it")
     target = Path(destination) / path.name
-    with atomic_dir(target, marker="training_log.json") as tmp:
+    # path may be the committed folder itself (ensure_pretrained serves it): read everything before the swap
+    with atomic_dir(target, marker="training_log.json", replace=True) as tmp:
         for name in files[:2]:
             shutil.copyfile(path / name, tmp / name)
         # the log compacted (6 significant digits, no indentation): a third of the size, same content

@@ -102,6 +102,19 @@ def test_atomic_dir_replaces_an_incomplete_folder(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["corpus"]
 
 
+def test_atomic_dir_replace_lets_the_last_writer_win(tmp_path):
+    target = tmp_path / "export"
+    for version in ("v1", "v2"):
+        with atomic_dir(target, marker="log", replace=True) as tmp:
+            (tmp / "log").write_text(version)
+    assert (target / "log").read_text() == "v2" and [p.name for p in tmp_path.iterdir()] == ["export"]
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target, marker="log", replace=True) as tmp:
+            (tmp / "log").write_text("v3")
+            raise RuntimeError("interrupted")
+    assert (target / "log").read_text() == "v2" and [p.name for p in tmp_path.iterdir()] == ["export"]
+
+
 def test_cache_root_follows_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("CONVEXLAB_CACHE", str(tmp_path / "c"))
     assert cache_root() == tmp_path / "c" and (tmp_path / "c").is_dir()

@@ -206,6 +206,21 @@ def test_committed_copy_is_served_without_training(tiny_world, monkeypatch, fami
         ensure_pretrained(family, seed=1, recipe="tiny-test")
 
 
+def test_re_export_under_another_recipe_of_the_same_key_rewrites_the_provenance(tiny_world, monkeypatch):
+    """Two recipe names with the same fields make the same model; exporting it again under the second
+    name (even from the committed copy that ensure_pretrained now serves) must say so in provenance.json."""
+    monkeypatch.setitem(recipes.RECIPES, "tiny-test-2", dataclasses.replace(TINY_RECIPE, name="tiny-test-2"))
+    trained = ensure_pretrained("hubert", recipe="tiny-test", progress=False)
+    committed = export_pretrained(trained, tiny_world / "weights", recipe="tiny-test")
+    weights = (committed / "model.safetensors").read_bytes()
+    assert ensure_pretrained("hubert", recipe="tiny-test-2", progress=False) == committed  # same key
+    again = export_pretrained(committed, tiny_world / "weights", recipe="tiny-test-2")
+    assert again == committed and (again / "model.safetensors").read_bytes() == weights
+    provenance = json.loads((again / "provenance.json").read_text())
+    assert provenance["recipe"] == "tiny-test-2" and "--recipe tiny-test-2 " in provenance["command"]
+    assert sorted(p.name for p in (tiny_world / "weights").iterdir()) == [committed.name]  # no leftovers
+
+
 def test_export_checks_its_input(tiny_world):
     trained = ensure_pretrained("hubert", recipe="tiny-test", progress=False)
     with pytest.raises(ValueError, match="not made by recipe 'spoken-v1'"):
