@@ -123,6 +123,14 @@ def test_spoken_v9_broadens_only_the_masked_prediction_families_pretraining_word
             assert v9 == v6 and _key("spoken-v9", family) == _key("spoken-v4", family)
 
 
+def test_spoken_v10_broadens_every_familys_pretraining_words():
+    for family in FAMILIES:
+        v9, _ = recipe_configs("spoken-v9", family)
+        v10, _ = recipe_configs("spoken-v10", family)
+        assert v10 == v9.replace(n_other_words=105)
+        assert (_key("spoken-v10", family) == _key("spoken-v9", family)) == (family in ("hubert", "wavlm"))
+
+
 def test_a_family_field_overrides_a_common_one(monkeypatch):
     spec = dataclasses.replace(recipe_spec("spoken-v1"), name="override", families={"hubert": {"n_speakers": 7}})
     monkeypatch.setitem(RECIPES, "override", spec)
