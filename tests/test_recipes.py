@@ -123,6 +123,16 @@ def test_spoken_v9_broadens_only_the_masked_prediction_families_pretraining_word
             assert v9 == v6 and _key("spoken-v9", family) == _key("spoken-v4", family)
 
 
+def test_spoken_v11_moves_only_the_second_iterations_layer():
+    for family in FAMILIES:
+        v6, _ = recipe_configs("spoken-v6", family)
+        v11, _ = recipe_configs("spoken-v11", family)
+        if family in ("hubert", "wavlm"):
+            assert v11 == v6.replace(iteration2_layer=2) and _key("spoken-v11", family) != _key("spoken-v6", family)
+        else:
+            assert v11 == v6 and _key("spoken-v11", family) == _key("spoken-v6", family)
+
+
 def test_spoken_v10_broadens_every_familys_pretraining_words():
     for family in FAMILIES:
         v9, _ = recipe_configs("spoken-v9", family)
