@@ -109,28 +109,25 @@ def test_spoken_v4_slows_the_words_of_both_corpora_only():
         assert _key("spoken-v4", family) != _key("spoken-v1", family)
 
 
-def test_spoken_v9_broadens_only_the_masked_prediction_families_pretraining_words():
-    """spoken-v9 is spoken-v6 with 105 other words in HuBERT's and WavLM's pretraining corpus; the
-    contrastive families keep spoken-v4's models, key for key, and the analysis corpus is unchanged."""
-    assert recipe_spec("spoken-v9").analysis == recipe_spec("spoken-v6").analysis
+@pytest.mark.parametrize("recipe, base, change", [
+    ("spoken-v6", "spoken-v5", {"iteration2_layer": 4}),
+    ("spoken-v7", "spoken-v5", {"iteration2_clusters": 500}),
+    ("spoken-v8", "spoken-v5", {"iteration2_layer": 4, "iteration2_clusters": 500}),
+    ("spoken-v9", "spoken-v6", {"n_other_words": 105}),
+    ("spoken-v11", "spoken-v5", {"iteration2_layer": 2}),
+])
+def test_masked_prediction_variants_change_one_lever(recipe, base, change):
+    """Each variant changes HuBERT's and WavLM's pretraining by ``change`` only; the contrastive
+    families keep the base's models (spoken-v4's), key for key, and the analysis corpus is unchanged."""
+    assert recipe_spec(recipe).analysis == recipe_spec(base).analysis
     for family in FAMILIES:
-        v6, v6_model = recipe_configs("spoken-v6", family)
-        v9, v9_model = recipe_configs("spoken-v9", family)
-        assert v9_model.to_dict() == v6_model.to_dict()
+        before, before_model = recipe_configs(base, family)
+        after, after_model = recipe_configs(recipe, family)
+        assert after_model.to_dict() == before_model.to_dict()
         if family in ("hubert", "wavlm"):
-            assert v9 == v6.replace(n_other_words=105) and _key("spoken-v9", family) != _key("spoken-v6", family)
+            assert after == before.replace(**change) and _key(recipe, family) != _key(base, family)
         else:
-            assert v9 == v6 and _key("spoken-v9", family) == _key("spoken-v4", family)
-
-
-def test_spoken_v11_moves_only_the_second_iterations_layer():
-    for family in FAMILIES:
-        v6, _ = recipe_configs("spoken-v6", family)
-        v11, _ = recipe_configs("spoken-v11", family)
-        if family in ("hubert", "wavlm"):
-            assert v11 == v6.replace(iteration2_layer=2) and _key("spoken-v11", family) != _key("spoken-v6", family)
-        else:
-            assert v11 == v6 and _key("spoken-v11", family) == _key("spoken-v6", family)
+            assert after == before and _key(recipe, family) == _key("spoken-v4", family)
 
 
 def test_spoken_v10_broadens_every_familys_pretraining_words():
