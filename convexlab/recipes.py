@@ -175,7 +175,8 @@ RECIPES["spoken-v10"] = replace(
 # spoken-v6's direction one step further, registered before any run of it: the second iteration's
 # targets from layer 2 of the first model instead of 4 (spoken-v5: 6). Moving them from layer 6 to 4
 # took HuBERT from 2 of 3 seeds to 3 of 3; targets nearer the input are more local, and a top layer
-# that must predict them may keep less of the word than the layers below it
+# that must predict them may keep less of the word than the layers below it.
+# Measured over 3 seeds (docs/offline-world.md): HuBERT 1 of 3, WavLM 2 of 3 (spoken-v6's reverse)
 RECIPES["spoken-v11"] = _second_iteration_variant(
     "spoken-v5", "spoken-v11",
     ("spoken-v5 with the second iteration's targets from a still lower layer: k-means (100 clusters) "
