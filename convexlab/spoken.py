@@ -489,9 +489,8 @@ def spoken_corpus(
     their defaults, so the corpora cached before they existed keep their keys); written to a temporary folder and moved into place when
     complete, so an interrupted generation leaves nothing and is simply redone.
     """
-    words = spoken_words(n_words)
-    spoken_words(n_words, n_other_words)  # checks n_other_words before anything is cached
-    params = dict(n_words=len(words), n_speakers=n_speakers, n_repetitions=n_repetitions, seed=seed,
+    words = spoken_words(n_words, n_other_words)
+    params = dict(n_words=len(words) - n_other_words, n_speakers=n_speakers, n_repetitions=n_repetitions, seed=seed,
                   speaker_prefix=speaker_prefix)
     speaking_rate = check_speaking_rate(speaking_rate)
     if speaking_rate != DEFAULT_SPEAKING_RATE:
@@ -499,7 +498,7 @@ def spoken_corpus(
     if n_other_words:
         params["n_other_words"] = n_other_words
     key = stable_hash("spoken-corpus", SPOKEN_VERSION, espeak_loader_version(), params)
-    path = cache_path("corpora", f"spoken-{len(words) + n_other_words}w-{n_speakers}s-{n_repetitions}r-seed{seed}-{key}")
+    path = cache_path("corpora", f"spoken-{len(words)}w-{n_speakers}s-{n_repetitions}r-seed{seed}-{key}")
     if (path / "corpus.json").is_file():
         return path
     with atomic_dir(path, marker="corpus.json") as tmp:
