@@ -138,6 +138,21 @@ def test_spoken_v10_broadens_every_familys_pretraining_words():
         assert (_key("spoken-v10", family) == _key("spoken-v9", family)) == (family in ("hubert", "wavlm"))
 
 
+def test_spoken_v12_changes_only_ccc_wav2vec2s_cluster_factor():
+    """spoken-v12 is spoken-v6 with cluster_factor 1 for ccc-wav2vec2; every other family keeps
+    spoken-v6's models (HuBERT, WavLM) or spoken-v4's (wav2vec2), key for key."""
+    assert recipe_spec("spoken-v12").analysis == recipe_spec("spoken-v6").analysis
+    for family in FAMILIES:
+        v6, v6_model = recipe_configs("spoken-v6", family)
+        v12, v12_model = recipe_configs("spoken-v12", family)
+        assert v12_model.to_dict() == v6_model.to_dict()
+        if family == "ccc-wav2vec2":
+            assert v6.cluster_factor == 16 and v12 == v6.replace(cluster_factor=1)
+            assert _key("spoken-v12", family) != _key("spoken-v6", family)
+        else:
+            assert v12 == v6 and _key("spoken-v12", family) == _key("spoken-v6", family)
+
+
 def test_a_family_field_overrides_a_common_one(monkeypatch):
     spec = dataclasses.replace(recipe_spec("spoken-v1"), name="override", families={"hubert": {"n_speakers": 7}})
     monkeypatch.setitem(RECIPES, "override", spec)
