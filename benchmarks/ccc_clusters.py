@@ -8,8 +8,8 @@ The authors cluster each batch's masked targets (both views) into
 distractors that share the positive's group. On their ~15 s crops (~380 masked frames) factor 16
 gives about 23 groups, so about one distractor in 23 is weakened. For each factor this prints, over
 ``--batches`` batches of the recipe's pretraining corpus (its batch size, mask and silence rule):
-masked frames per utterance, groups per batch (set by the batch's shortest utterance, as in
-:class:`convexlab.objectives.ClusterContrastiveObjective`), and the fraction of distractors in the
+masked frames per utterance, groups per batch (the objective's own
+:meth:`convexlab.objectives.ClusterContrastiveObjective.n_clusters`: set by the batch's shortest utterance), and the fraction of distractors in the
 positive's group, measured with the objective itself on a freshly initialised model (its quantiser
 is random, so the fraction shows the clustering's granularity, not a trained model's targets).
 """
@@ -58,7 +58,7 @@ def main() -> None:
                 same = objective._same_cluster([v.targets for v in views], mask, negatives)[0]
                 per_utterance.extend(counts.tolist())
                 shortest.append(int(counts.min()))
-                groups.append(max(2, int(counts.min()) // factor))
+                groups.append(objective.n_clusters(mask))
                 weakened.append(float(same[mask].float().mean()))
         print(f"{factor:>6} {np.mean(per_utterance):>10.1f} {np.mean(shortest):>8.1f} "
               f"{np.mean(groups):>5.1f} ({min(groups)}-{max(groups)}) {np.mean(weakened):>9.3f}")

@@ -335,11 +335,15 @@ class ClusterContrastiveObjective(ContrastiveObjective):
         self.kmeans_iterations = kmeans_iterations
         self.generator = torch.Generator().manual_seed(0)
 
+    def n_clusters(self, mask: torch.Tensor) -> int:
+        """The authors' group count for a batch's ``mask`` bool ``(B, T)``: masked frames per utterance
+        (the batch's fewest: our masks differ in length) // ``cluster_factor``, at least 2."""
+        return max(2, int(mask.sum(dim=1).min()) // self.cluster_factor)
+
     def _same_cluster(self, targets: list[torch.Tensor], mask: torch.Tensor, negatives: torch.Tensor) -> list[torch.Tensor]:
         """For each view's targets ``(B, T, P)``: bool ``(B, T, K)``, distractor in the positive's cluster."""
         with torch.no_grad():
-            masked_per_utterance = int(mask.sum(dim=1).min())
-            n_clusters = max(2, masked_per_utterance // self.cluster_factor)
+            n_clusters = self.n_clusters(mask)
             # like the authors, the masked targets of both views are clustered together
             points = torch.cat([F.normalize(t[mask].float(), dim=-1) for t in targets])
             ids = cosine_kmeans(points, n_clusters, n_iter=self.kmeans_iterations, generator=self.generator)

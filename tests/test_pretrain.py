@@ -119,6 +119,16 @@ def test_cosine_kmeans_separates_clear_clusters():
     assert len(set(ids.view(3, 20)[:, 0].tolist())) == 3
 
 
+@pytest.mark.parametrize("cluster_factor, expected", [(16, 2), (4, 2), (2, 3), (1, 6)])
+def test_ccc_groups_follow_the_shortest_utterances_masked_frames(cluster_factor, expected):
+    """max(2, masked frames of the batch's shortest utterance // cluster_factor), the authors' rule."""
+    mask = torch.zeros(3, 49, dtype=torch.bool)
+    mask[0, :6], mask[1, :15], mask[2, :30] = True, True, True
+    objective = pretrain_module._build_objective(
+        "ccc-wav2vec2", TINY_CONFIGS["ccc-wav2vec2"](), TINY_RUN.replace(cluster_factor=cluster_factor), 0)
+    assert objective.n_clusters(mask) == expected
+
+
 def test_mfcc_targets_align_with_model_frames():
     clips = tone_clips(6, seed=3)
     model = AutoModel.from_config(TINY_CONFIGS["hubert"]())
