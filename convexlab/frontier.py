@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from threadpoolctl import threadpool_limits
 
 from convexlab._knn import as_float64_matrix
 # euclidean_convexity lives in convexity (toys uses it too) and is re-exported here, where its rule is
@@ -174,9 +175,10 @@ def euclidean_convexity_rule(*, n_points: int = 10, max_pairs: int | None = 500,
     return LayerRule("euclidean-convexity", True, choose, "most Euclidean-convex layer")
 
 
-def probe_accuracy(X, labels, *, n_folds: int = 3, seed: int = 0) -> float:
+def probe_accuracy(X, labels, *, n_folds: int = 3, seed: int = 0, threads: int | None = 1) -> float:
     """Mean ``n_folds``-fold (stratified, shuffled with ``seed``) accuracy of a standardised
-    logistic regression on X: (N, D)."""
+    logistic regression on X: (N, D), fitted with ``threads`` BLAS/OpenMP threads (None: the
+    libraries' own count)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
@@ -185,7 +187,11 @@ def probe_accuracy(X, labels, *, n_folds: int = 3, seed: int = 0) -> float:
     codes, _ = _class_codes(labels, len(X))
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    return float(cross_val_score(probe, np.asarray(X, dtype=np.float64), codes, cv=folds).mean())
+    # One thread by default: lbfgs on a few hundred clips multiplies tiny matrices, where a second
+    # OpenBLAS/OpenMP thread costs more in hand-offs than it computes (many times slower on two
+    # cores: benchmarks/probe_threads.py). The fits, and so the accuracies, are the same.
+    with threadpool_limits(limits=threads):
+        return float(cross_val_score(probe, np.asarray(X, dtype=np.float64), codes, cv=folds).mean())
 
 
 def linear_probe_rule(*, n_folds: int = 3, seed: int = 0) -> LayerRule:

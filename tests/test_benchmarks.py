@@ -140,3 +140,11 @@ def test_pooling_diagnostic_splits_the_clip_mean_into_speech_and_background():
     np.testing.assert_allclose(means["all"], share * means["speech"] + (1 - share) * means["background"],
                                rtol=1e-4, atol=1e-5)
     assert not np.allclose(means["speech"], means["background"])
+
+
+def test_probe_threads_times_both_thread_counts_and_finds_the_same_accuracies():
+    command = [sys.executable, str(BENCHMARKS / "probe_threads.py"), "--quick", "--classes", "5", "--per-class", "6"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = result.stdout.strip().splitlines()[-1]
+    assert "one thread:" in last and "ratio" in last and last.endswith("same accuracies: True")

@@ -328,3 +328,12 @@ def test_frontier_refuses_depths_trained_on_different_batches(tiny_profile, monk
     for depths in [(0,), (7,)]:
         with pytest.raises(ValueError, match="outside"):
             F.pruning_frontier("mini-wav2vec2", "word", tiny_profile, depths=depths)
+
+
+def test_the_probe_finds_the_same_accuracy_at_one_thread_as_at_the_libraries_own_count():
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(6), 10)
+    X = 0.8 * rng.normal(size=(6, 16))[labels] + rng.normal(size=(60, 16))
+    one = F.probe_accuracy(X, labels)
+    assert one == F.probe_accuracy(X, labels, threads=None) == F.probe_accuracy(X, labels, threads=2)
+    assert 1 / 6 < one < 1.0  # the classes overlap: neither chance nor perfect
