@@ -106,7 +106,7 @@ def benchmark_lite(*, device, dtype, batch_size: int, threads_note: str) -> None
 
     with tempfile.TemporaryDirectory() as cache:
         os.environ["CONVEXLAB_CACHE"] = cache  # a fresh cache: nothing is reused
-        profile = get_profile("lite")
+        profile = get_profile("lite-synthetic")
         start, cpu_start = time.perf_counter(), time.process_time()
         synthetic_corpus(n_words=profile.n_words, n_speakers=profile.n_speakers,
                          n_repetitions=profile.n_repetitions, seed=profile.seed, progress=False)

@@ -52,7 +52,7 @@ from convexlab.profiles import get_profile
 
 # name -> profile overrides (finetuning fields only: the corpus stays the profile's)
 SETTINGS: dict[str, dict] = {
-    "today": {},  # the lite profile as it is: 20 clips per class, 4 epochs, batch 8, lr 1e-3 / head 1e-2
+    "today": {},  # the profile as it is (lite: 40 clips per class, 4 epochs, batch 8, lr 3e-4 / head 1e-2, no dropout)
     "all-e4": {"max_train_per_class": None},
     "all-e4-lr3e-4": {"max_train_per_class": None, "learning_rate": 3e-4},
     "all-e4-b16": {"max_train_per_class": None, "finetune_batch_size": 16},

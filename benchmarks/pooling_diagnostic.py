@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    profile = get_profile("lite", **recipe_spec(args.recipe).analysis)
+    profile = get_profile("lite-synthetic", **recipe_spec(args.recipe).analysis)
     dataset = load_task("word", profile).subsample(args.per_word, seed=0)
     print(f"analysis clips: {len(dataset)}; k={profile.n_neighbors}, {profile.max_pairs} pairs per class")
     for name in args.models:

@@ -2,8 +2,9 @@
 
 For each miniature family and each pretraining seed, the pretrained model
 (``convexlab.pretrain.ensure_pretrained``, trained on first use and cached) and the randomly
-initialised model of the same architecture are run on the *analysis* corpus of the lite profile
-(speakers and repetitions never seen in pretraining). Per layer it prints
+initialised model of the same architecture are run on the recipe's *analysis* corpus (the
+lite-synthetic profile with the recipe's corpus fields; speakers and repetitions never seen in
+pretraining). Per layer it prints
 
 - graph convexity of the word and of the speaker concept with bootstrap intervals
   (``layerwise_convexity``: k, pairs budget and bootstraps of the profile, the same for every
@@ -16,7 +17,7 @@ then, per family and seed, whether the paper's layer structure holds
 strictly inside the stack and above layer 0's bootstrap interval), and the goal: at least 3 of
 the 4 families in at least 2 of 3 seeds.
 
-    python benchmarks/pretrain_effect.py                                   # lite recipe, seeds 0 1 2
+    python benchmarks/pretrain_effect.py                                   # synthetic-v1 (lite-synthetic's), seeds 0 1 2
     python benchmarks/pretrain_effect.py --recipe spoken-v1 --threads 1    # a named recipe (convexlab.recipes)
     python benchmarks/pretrain_effect.py --family hubert --seeds 0 --steps 3000
     python benchmarks/pretrain_effect.py --corpus spoken --conv-dim 64 --hidden-size 64 --steps 3000
@@ -87,8 +88,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="pretraining seeds")
     parser.add_argument("--recipe", choices=sorted(RECIPES),
                         help="named pretraining recipe and its analysis corpus (the flags below override it)")
-    parser.add_argument("--corpus", help="analysis and pretraining corpus (default: the lite profile's)")
-    parser.add_argument("--analysis-words", type=int, help="analysis corpus: words (default: the lite profile's)")
+    parser.add_argument("--corpus", help="analysis and pretraining corpus (default: the recipe's)")
+    parser.add_argument("--analysis-words", type=int, help="analysis corpus: words (default: the recipe's)")
     parser.add_argument("--analysis-speakers", type=int, help="analysis corpus: speakers")
     parser.add_argument("--analysis-repetitions", type=int, help="analysis corpus: repetitions of each word")
     parser.add_argument("--per-word", type=int, default=48, help="clips per word from the analysis corpus")
@@ -110,7 +111,7 @@ def main() -> None:
     overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(PretrainConfig)}
     analysis = dict(corpus=args.corpus, n_words=args.analysis_words, n_speakers=args.analysis_speakers,
                     n_repetitions=args.analysis_repetitions)
-    profile = get_profile("lite", **{**spec.analysis, **{k: v for k, v in analysis.items() if v is not None}})
+    profile = get_profile("lite-synthetic", **{**spec.analysis, **{k: v for k, v in analysis.items() if v is not None}})
     overrides["corpus"] = args.corpus  # pretrain on the corpus that is analysed (other speakers)
     size = {k: v for k, v in dict(conv_dim=args.conv_dim, hidden_size=args.hidden_size, num_layers=args.num_layers).items() if v}
     dataset = load_task("word", profile).subsample(args.per_word, seed=0)

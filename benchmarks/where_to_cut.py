@@ -14,8 +14,8 @@ convexity (the paper's rule), Euclidean convexity, the best linear probe, CKA re
 3. a summary per rule over all model/task pairs.
 
 On lite the results are the miniature models', not the paper's. A cold run on lite is 4 models x 2
-tasks x 6 depths = 48 finetuning runs (about 5-15 s each on 2 CPU cores); a second run trains
-nothing.
+tasks x 12 depths = 96 finetuning runs (about 20-60 s each on one core, one per core at once); on
+lite-synthetic 48 runs of 5-15 s; a second run trains nothing.
 
     python benchmarks/where_to_cut.py                               # lite, all four families
     python benchmarks/where_to_cut.py --models mini-hubert --tasks word
@@ -49,7 +49,7 @@ def _print(table: pd.DataFrame, percent: tuple[str, ...] = (), signed: tuple[str
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="lite", help="named profile: lite, paper, large")
+    parser.add_argument("--profile", default="lite", help="named profile: lite, lite-synthetic, paper, large")
     parser.add_argument("--models", nargs="+", help="models to cut (default: the profile's)")
     parser.add_argument("--tasks", nargs="+", default=list(pipeline.CONCEPTS), choices=list(pipeline.CONCEPTS))
     parser.add_argument("--seeds", type=int, nargs="+", help="finetuning seeds (default: the profile's seed)")

@@ -560,7 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("build", "execute all chapters and build HTML"),
     ]:
         cmd = sub.add_parser(name, help=help_text)
-        cmd.add_argument("--profile", default="lite", help="named profile (lite, paper, large)")
+        cmd.add_argument("--profile", default="lite", help="named profile (lite, lite-synthetic, paper, large)")
         cmd.add_argument("--root", default=None, help="book folder (with _toc.yml); default: this checkout")
         if name != "html":
             cmd.add_argument("--chapter", action="append", dest="chapters", help="chapter name (repeatable); default: all")

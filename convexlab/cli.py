@@ -72,7 +72,7 @@ def add_extract_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", action="append", required=True,
                         help="miniature name, hub id or local folder; repeat it, or 'all' for the profile's models")
     parser.add_argument("--task", choices=TASKS, default="word")
-    parser.add_argument("--profile", default="lite", help="profile preset (lite, paper, large)")
+    parser.add_argument("--profile", default="lite", help="profile preset (lite, lite-synthetic, paper, large)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override one profile field, e.g. --set n_speakers=8 (repeatable)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the profile's)")
@@ -142,7 +142,7 @@ def add_prune_compare_cli(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--task", required=True, choices=TASKS)
     parser.add_argument("--layer", required=True,
                         help="transformer layers to keep (1..L), or 'auto' for the most convex layer of the task's concept")
-    parser.add_argument("--profile", default="lite", help="profile preset: lite, paper or large (default: lite)")
+    parser.add_argument("--profile", default="lite", help="profile preset: lite, lite-synthetic, paper or large (default: lite)")
     parser.add_argument("--device", default=None, help="override the profile's device (cpu, cuda)")
     parser.add_argument("--timing-batch-size", type=positive_int, default=None, help="clips per timed forward pass")
     parser.add_argument("--timing-repeats", type=positive_int, default=None, help="timed forward passes per model")

@@ -203,7 +203,7 @@ def test_load_task_on_a_small_synthetic_profile(tmp_path, monkeypatch):
     from convexlab.profiles import get_profile
 
     monkeypatch.setenv("CONVEXLAB_CACHE", str(tmp_path))
-    profile = get_profile("lite", n_words=3, n_speakers=4, n_repetitions=3, min_utterances=9, seed=5)
+    profile = get_profile("lite-synthetic", n_words=3, n_speakers=4, n_repetitions=3, min_utterances=9, seed=5)
     words = data.load_task("word", profile)
     speakers = data.load_task("speaker", profile)
     assert len(words) == len(speakers) == 3 * 4 * 3

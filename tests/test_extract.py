@@ -209,13 +209,13 @@ def test_a_bad_chunk_is_recomputed(dataset, monkeypatch):
 def test_layer_embeddings_and_cli(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CONVEXLAB_CACHE", str(tmp_path))
     overrides = ["--set", "n_words=3", "--set", "n_speakers=3", "--set", "n_repetitions=2"]
-    status = cli_main(["extract", "--model", "mini-hubert", "--task", "word", "--profile", "lite", "--untrained",
+    status = cli_main(["extract", "--model", "mini-hubert", "--task", "word", "--profile", "lite-synthetic", "--untrained",
                        "--n-per-class", "4", "--no-progress", *overrides])
     assert status == 0
     out = capsys.readouterr().out
     assert "mini-hubert: extracted word embeddings (7, 12, 64)" in out
-    cli_main(["extract", "--model", "mini-hubert", "--task", "word", "--untrained", "--n-per-class", "4",
-              "--no-progress", *overrides])
+    cli_main(["extract", "--model", "mini-hubert", "--task", "word", "--profile", "lite-synthetic", "--untrained",
+              "--n-per-class", "4", "--no-progress", *overrides])
     assert "mini-hubert: cached" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cli_main(["extract", "--model", "mini-hubert", "--task", "emotion"])
@@ -223,11 +223,11 @@ def test_layer_embeddings_and_cli(tmp_path, monkeypatch, capsys):
     from convexlab.data import load_task
     from convexlab.profiles import get_profile
 
-    profile = get_profile("lite", n_words=3, n_speakers=3, n_repetitions=4, min_utterances=12)
+    profile = get_profile("lite-synthetic", n_words=3, n_speakers=3, n_repetitions=4, min_utterances=12)
     dataset = load_task("speaker", profile)
     result = layer_embeddings("mini-wavlm", dataset, profile=profile, pretrained=False, progress=False)
     assert result.embeddings.shape == (7, 36, 64) and result.model_id == "mini-wavlm"
-    assert result.meta["task"] == "speaker" and result.meta["profile"] == "lite"
+    assert result.meta["task"] == "speaker" and result.meta["profile"] == "lite-synthetic"
 
 
 @pytest.mark.parametrize("argv, expected", [

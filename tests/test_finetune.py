@@ -128,7 +128,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(word_data, tmp_path):
 def test_profile_sets_data_and_hyperparameters(corpus):
     from convexlab.profiles import get_profile
 
-    profile = get_profile("lite", data_root=str(corpus), min_utterances=10, max_train_per_class=5,
+    profile = get_profile("lite-synthetic", data_root=str(corpus), min_utterances=10, max_train_per_class=5,
                           finetune_epochs=1.0, finetune_batch_size=4, learning_rate=2e-3, seed=3)
     dataset = training_dataset("speaker", profile)
     train = dataset.subset("train")
@@ -174,7 +174,7 @@ def test_compare_pruned_table_and_cache(corpus, tmp_path):
 
     folder = tmp_path / "random-mini-hubert"
     load_model("mini-hubert", pretrained=False, seed=0).save_pretrained(folder)
-    profile = get_profile("lite", data_root=str(corpus), min_utterances=10, max_train_per_class=10,
+    profile = get_profile("lite-synthetic", data_root=str(corpus), min_utterances=10, max_train_per_class=10,
                           finetune_epochs=1.0, finetune_batch_size=8)
     comparison = compare_pruned(str(folder), "word", 2, profile=profile, timing_batch_size=2, timing_repeats=2)
     assert comparison.layer == 2 and comparison.n_layers == 6

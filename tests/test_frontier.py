@@ -247,7 +247,7 @@ def tiny_profile(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("corpus")
     generate_corpus(root, n_words=3, n_speakers=3, n_repetitions=6, seed=0, test_fraction=0.34, progress=False)
-    return get_profile("lite", data_root=str(root), max_train_per_class=4, finetune_epochs=1.0,
+    return get_profile("lite-synthetic", data_root=str(root), max_train_per_class=4, finetune_epochs=1.0,
                        finetune_batch_size=4, seed=0)
 
 

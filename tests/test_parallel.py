@@ -32,7 +32,7 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture
 def profile(corpus):
-    return get_profile("lite", data_root=str(corpus), min_utterances=10, max_train_per_class=6,
+    return get_profile("lite-synthetic", data_root=str(corpus), min_utterances=10, max_train_per_class=6,
                        finetune_epochs=1.0, finetune_batch_size=4)
 
 

@@ -190,10 +190,10 @@ def test_concept_labels_reads_the_right_field():
 
 @pytest.fixture()
 def tiny_profile(tmp_path, monkeypatch):
-    """A lite profile on a tiny synthetic corpus, with its own empty cache."""
+    """A lite-synthetic profile on a tiny synthetic corpus, with its own empty cache."""
     monkeypatch.setenv("CONVEXLAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("TQDM_DISABLE", "1")
-    return convexlab.get_profile("lite", n_words=3, n_speakers=5, n_repetitions=8, min_utterances=4,
+    return convexlab.get_profile("lite-synthetic", n_words=3, n_speakers=5, n_repetitions=8, min_utterances=4,
                                  n_neighbors=3, max_pairs=40, n_bootstrap=4, batch_size=8)
 
 

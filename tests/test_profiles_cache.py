@@ -9,9 +9,11 @@ from convexlab.profiles import PROFILES, Profile, expect_result, get_profile
 
 
 def test_presets_exist_and_are_frozen():
-    assert {"lite", "paper", "large"} <= set(PROFILES)
+    assert {"lite", "lite-synthetic", "paper", "large"} <= set(PROFILES)
     lite = get_profile("lite")
-    assert lite.miniature and lite.corpus == "synthetic" and lite.device == "cpu" and not lite.download
+    assert lite.miniature and lite.corpus == "spoken" and lite.device == "cpu" and not lite.download
+    synthetic = get_profile("lite-synthetic")
+    assert synthetic.miniature and synthetic.corpus == "synthetic" and synthetic.device == "cpu" and not synthetic.download
     paper = get_profile("paper")
     assert not paper.miniature and paper.corpus == "speech_commands"
     assert "facebook/wav2vec2-base" in paper.models and "vasista22/ccc-wav2vec2-base" in paper.models
@@ -45,6 +47,8 @@ def test_bad_names_are_explained():
         get_profile("huge")
     with pytest.raises(TypeError, match="sead"):
         get_profile("lite", sead=1)
+    with pytest.raises(ValueError, match="'lite-spoken' is now called 'lite'.*profile='lite'"):
+        get_profile("lite-spoken")  # the spoken world became the default
 
 
 def test_stable_hash_ignores_dict_order_and_sees_values():

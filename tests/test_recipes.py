@@ -161,7 +161,7 @@ def test_a_family_field_overrides_a_common_one(monkeypatch):
 
 
 def test_a_speaking_rate_on_the_synthetic_corpus_is_refused():
-    profile = get_profile("lite", speaking_rate=(45, 75))
+    profile = get_profile("lite-synthetic", speaking_rate=(45, 75))
     with pytest.raises(ValueError, match="only the spoken corpus"):
         corpus_root(profile)
 
@@ -359,12 +359,13 @@ def test_every_profile_names_a_known_recipe():
         assert recipe_spec(profile.pretrain_recipe).name == profile.pretrain_recipe
 
 
-def test_lite_spoken_is_lite_in_the_committed_recipes_world():
-    """lite-spoken changes only the world (the recipe's analysis corpus and the recipe) and the
-    finetuning learning rate, clips and dropout; its seed is the one whose weights are committed, so it never pretrains."""
+def test_lite_is_lite_synthetic_in_the_committed_recipes_world():
+    """lite (the default) changes only the world of lite-synthetic (the recipe's analysis corpus and
+    the recipe) and the finetuning learning rate, clips and dropout; its seed is the one whose
+    weights are committed, so it never pretrains."""
     from convexlab.profiles import get_profile
 
-    lite, spoken = get_profile("lite"), get_profile("lite-spoken")
+    lite, spoken = get_profile("lite-synthetic"), get_profile("lite")
     spec = recipe_spec(spoken.pretrain_recipe)
     assert spoken.pretrain_recipe == COMMITTED_RECIPE
     assert {k: getattr(spoken, k) for k in spec.analysis} == spec.analysis
@@ -380,12 +381,12 @@ def test_world_description_follows_the_profile():
     from convexlab import pipeline
     from convexlab.profiles import get_profile
 
-    lite = pipeline.world_description("lite")
+    lite = pipeline.world_description("lite-synthetic")
     assert "synthetic" in lite and f"{miniature_config('hubert').num_hidden_layers} layers" in lite
-    spoken = pipeline.world_description("lite-spoken")
+    spoken = pipeline.world_description("lite")
     assert "espeak-ng" in spoken and "12 layers x width 96" in spoken and f"'{COMMITTED_RECIPE}'" in spoken
-    assert "35 words x 24 speakers x 3 repetitions, 45-75 words per minute" in pipeline.corpus_description("lite-spoken")
-    assert "per minute" not in pipeline.corpus_description("lite")  # synthetic words have no speaking rate
+    assert "35 words x 24 speakers x 3 repetitions, 45-75 words per minute" in pipeline.corpus_description("lite")
+    assert "per minute" not in pipeline.corpus_description("lite-synthetic")  # synthetic words have no speaking rate
     paper = pipeline.world_description("paper")
     assert paper.startswith("Speech Commands v0.02") and "facebook/wav2vec2-base" in paper
-    assert "7 words" in pipeline.corpus_description(get_profile("lite", n_words=7))
+    assert "7 words" in pipeline.corpus_description(get_profile("lite-synthetic", n_words=7))
