@@ -32,15 +32,12 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from transformers import AutoModel
 
 from convexlab.convexity import layer_structure, layerwise_convexity
 from convexlab.data import load_task
 from convexlab.extract import extract_layers
+from convexlab.frontier import probe_accuracy
 from convexlab.models import FAMILIES, load_model, miniature_config
 from convexlab.pretrain import (
     PretrainConfig,
@@ -56,13 +53,6 @@ from convexlab.recipes import RECIPES, recipe_spec
 GOAL_FAMILIES, GOAL_SEEDS = 3, 2  # the structure must hold for >= 3 of 4 families in >= 2 of 3 seeds
 
 
-def probe_accuracy(X: np.ndarray, labels: np.ndarray, *, folds: int, seed: int) -> float:
-    """Mean k-fold accuracy of a linear probe on ``X`` (N, D) for ``labels`` (N,)."""
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return float(cross_val_score(probe, X, labels, cv=cv).mean())
-
-
 def layer_tables(embeddings, *, profile, folds: int, seed: int, probes: bool) -> dict[str, pd.DataFrame]:
     """Per concept, the ``layerwise_convexity`` table of one model's embeddings (plus a probe column)."""
     tables = {}
@@ -72,7 +62,7 @@ def layer_tables(embeddings, *, profile, folds: int, seed: int, probes: bool) ->
             embeddings.embeddings, labels, n_neighbors=profile.n_neighbors, max_pairs=profile.max_pairs,
             seed=profile.seed, n_bootstrap=profile.n_bootstrap, progress=False,
         )
-        table["probe"] = ([probe_accuracy(embeddings.layer(i), labels, folds=folds, seed=seed)
+        table["probe"] = ([probe_accuracy(embeddings.layer(i), labels, n_folds=folds, seed=seed, max_iter=2000)
                            for i in range(embeddings.n_layers)] if probes else np.nan)
         tables[concept] = table
     return tables

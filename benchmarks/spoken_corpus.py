@@ -24,14 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchaudio
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from convexlab.data import word_task  # noqa: E402
+from convexlab.frontier import probe_scores  # noqa: E402
 from convexlab.spoken import DEFAULT_SPEAKING_RATE, generate_corpus, spoken_words  # noqa: E402
 
 
@@ -42,13 +39,6 @@ def logmel_features(clips: np.ndarray, n_mels: int = 40) -> np.ndarray:
     with torch.no_grad():
         spec = mel(torch.from_numpy(clips))  # (N, n_mels, frames)
     return torch.log(spec + 1e-6).mean(-1).numpy()
-
-
-def probe_accuracy(features: np.ndarray, labels: list[str], *, folds: int = 3, seed: int = 0) -> tuple[float, float]:
-    """Mean and standard deviation of the cross-validated accuracy of a standardised logistic regression."""
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    scores = cross_val_score(model, features, labels, cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
-    return float(scores.mean()), float(scores.std())
 
 
 def _cpu_seconds() -> float:
@@ -91,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"log-mel probe on {len(clips)} clips ({len(probe_words)} words x {args.speakers} speakers x "
           f"{args.repetitions} repetitions), 3-fold cross-validated logistic regression:")
     for concept, labels in (("speaker", speakers), ("word", words)):
-        mean, std = probe_accuracy(features, labels)
+        scores = probe_scores(features, labels, max_iter=2000)
+        mean, std = scores.mean(), scores.std()
         print(f"  {concept:8s} accuracy {mean:.3f} +- {std:.3f}  (chance {1 / len(set(labels)):.3f})")
 
 

@@ -175,23 +175,30 @@ def euclidean_convexity_rule(*, n_points: int = 10, max_pairs: int | None = 500,
     return LayerRule("euclidean-convexity", True, choose, "most Euclidean-convex layer")
 
 
-def probe_accuracy(X, labels, *, n_folds: int = 3, seed: int = 0, threads: int | None = 1) -> float:
-    """Mean ``n_folds``-fold (stratified, shuffled with ``seed``) accuracy of a standardised
-    logistic regression on X: (N, D), fitted with ``threads`` BLAS/OpenMP threads (None: the
-    libraries' own count)."""
+def probe_scores(X, labels, *, n_folds: int = 3, seed: int = 0, max_iter: int = 1000,
+                 threads: int | None = 1) -> np.ndarray:
+    """(n_folds,) accuracies of a standardised logistic regression (lbfgs, ``max_iter``) on X: (N, D)
+    over ``n_folds`` stratified folds shuffled with ``seed``, fitted with ``threads`` BLAS/OpenMP
+    threads (None: the libraries' own count). The library's one linear probe."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     codes, _ = _class_codes(labels, len(X))
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
     folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     # One thread by default: lbfgs on a few hundred clips multiplies tiny matrices, where a second
     # OpenBLAS/OpenMP thread costs more in hand-offs than it computes (many times slower on two
     # cores: benchmarks/probe_threads.py). The fits, and so the accuracies, are the same.
     with threadpool_limits(limits=threads):
-        return float(cross_val_score(probe, np.asarray(X, dtype=np.float64), codes, cv=folds).mean())
+        return cross_val_score(probe, np.asarray(X, dtype=np.float64), codes, cv=folds)
+
+
+def probe_accuracy(X, labels, *, n_folds: int = 3, seed: int = 0, max_iter: int = 1000,
+                   threads: int | None = 1) -> float:
+    """Mean of :func:`probe_scores`: the cross-validated accuracy of a linear probe on X: (N, D)."""
+    return float(probe_scores(X, labels, n_folds=n_folds, seed=seed, max_iter=max_iter, threads=threads).mean())
 
 
 def linear_probe_rule(*, n_folds: int = 3, seed: int = 0) -> LayerRule:
